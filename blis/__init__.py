@@ -1,0 +1,3 @@
+"""BLIS: a deterministic discrete-event simulator of LLM inference serving clusters."""
+
+__version__ = "0.1.0"

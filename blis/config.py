@@ -1,0 +1,81 @@
+"""Plain configuration dataclasses, grouped by the module that consumes them.
+
+Validation happens once, where user input is turned into these objects (``blis.options``);
+the simulation loop trusts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_INT64 = (1 << 63) - 1
+
+
+@dataclass
+class DeploymentConfig:
+    """What runs on each instance: model, GPU, parallelism and the latency backend."""
+
+    model: str = ""
+    hardware: str = ""                 # "" => defaults.yaml entry for the model
+    tp: int = 0                        # 0 => defaults.yaml entry for the model
+    dp: int = 1
+    latency_model: str = "trained-physics"
+    alpha_coeffs: list[float] | None = None   # None => backend defaults
+    beta_coeffs: list[float] | None = None
+    max_model_len: int = 0             # 0 => auto-derived (spec §7.5)
+    gpu_memory_utilization: float = 0.9
+    model_config_folder: str = ""      # "" => bundled blis/data/model_configs
+    hardware_config: str = ""          # "" => bundled blis/data/hardware_config.json
+
+
+@dataclass
+class EngineConfig:
+    """Per-instance vLLM engine knobs (spec §4, §5)."""
+
+    total_kv_blocks: int | None = None  # None => auto-calculated from GPU memory (spec §5.7)
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    block_size: int = 16
+    long_prefill_token_threshold: int = 0
+
+
+@dataclass
+class PolicyConfig:
+    """Cluster-level policies: admission, routing, instance scheduling, preemption (§8–§10)."""
+
+    admission_policy: str = "always-admit"
+    admission_latency: int = 0
+    routing_latency: int = 0
+    token_bucket_capacity: float = 10000.0
+    token_bucket_refill_rate: float = 1000.0
+    tier_shed_threshold: int = 0
+    tier_shed_min_priority: int = 0
+    gaie_qd_threshold: float = 5.0
+    gaie_kv_threshold: float = 0.8
+    # probabilistic admission: per-class {"a": .., "b": ..}; reject with p = min(1, a * sat**b)
+    probabilistic_params: dict[str, dict[str, float]] = field(default_factory=dict)
+    slo_priorities: dict[str, int] = field(default_factory=dict)
+    tenant_budgets: dict[str, float] = field(default_factory=dict)
+    routing_policy: str = "round-robin"
+    routing_scorers: list[tuple[str, float]] = field(default_factory=list)
+    scheduler: str = "fcfs"
+    preemption_policy: str = "fcfs"
+    snapshot_refresh_interval: int = 50000
+    cache_signal_delay: int = 50000
+
+
+@dataclass
+class SimConfig:
+    """Everything one simulation run needs. ``workload`` is a ``blis.workload.spec.WorkloadSpec``."""
+
+    seed: int = 42
+    horizon: int = MAX_INT64
+    num_instances: int = 1
+    max_requests: int = 100
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    workload: Any = None
+    # goodput targets: class -> {"ttft_ms": x, "itl_ms": y, "e2e_ms": z} (0 / absent = unchecked)
+    slo_targets: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -1,0 +1,110 @@
+"""The request record shared by the workload generator, the cluster and the engine (spec §3.1)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+QUEUED = "queued"
+RUNNING = "running"
+COMPLETED = "completed"
+TIMED_OUT = "timed_out"
+WAITING_FOR_REMOTE_KVS = "waiting_for_remote_kvs"
+
+MAX_TOKEN_ID = 128000
+
+
+def hash_block(prev_hash: bytes, tokens: np.ndarray) -> bytes:
+    """Chained block hash: identifies the whole prefix up to and including this full block.
+
+    Hashes are never printed, only compared, so a binary digest over the token bytes replaces
+    the reference's hex-of-decimal-strings SHA-256 while keeping the same prefix identity.
+    """
+    return hashlib.blake2b(prev_hash + tokens.tobytes(), digest_size=16).digest()
+
+
+class Request:
+    """One inference request. Times are absolute integer microseconds unless noted."""
+
+    __slots__ = (
+        "id", "input_tokens", "output_tokens", "input_len", "output_len", "max_output_len",
+        "state", "progress_index", "ttft_set", "first_token_time", "arrival_time",
+        "scheduled_step_idx", "finished_step_idx", "num_new_tokens", "length_capped", "itl",
+        "priority", "tenant_id", "slo_class", "session_id", "round_index", "client_id",
+        "prefix_group", "prefix_length", "streaming", "model", "adapter",
+        "text_tokens", "image_tokens", "audio_tokens", "video_tokens", "reason_ratio",
+        "assigned_instance", "deadline", "slo_target_us", "redirected", "is_decode_sub_request",
+        "gateway_enqueue_time", "gateway_dispatch_time",
+        "enqueue_time", "schedule_time", "completion_time", "think_time_us",
+        "_block_hashes",
+    )
+
+    def __init__(self, id: str, input_tokens, output_tokens, arrival_time: int, *,
+                 max_output_len: int | None = None, deadline: int = 0, slo_class: str = "",
+                 tenant_id: str = "", model: str = "", client_id: str = "",
+                 prefix_group: str = "", prefix_length: int = 0, session_id: str = "",
+                 round_index: int = 0, streaming: bool = False, adapter: str = "",
+                 slo_target_us: int = 0, reason_ratio: float = 0.0, think_time_us: int = 0):
+        self.id = id
+        self.input_tokens = np.asarray(input_tokens, dtype=np.int32)
+        self.output_tokens = np.asarray(output_tokens, dtype=np.int32)
+        self.input_len = int(self.input_tokens.shape[0])
+        self.output_len = int(self.output_tokens.shape[0])
+        self.max_output_len = self.output_len if max_output_len is None else int(max_output_len)
+        self.state = QUEUED
+        self.progress_index = 0
+        self.ttft_set = False
+        self.first_token_time = 0
+        self.arrival_time = int(arrival_time)
+        self.scheduled_step_idx = 0
+        self.finished_step_idx = 0
+        self.num_new_tokens = 0
+        self.length_capped = False
+        self.itl: list[int] = []
+        self.priority = 0.0
+        self.tenant_id = tenant_id
+        self.slo_class = slo_class
+        self.session_id = session_id
+        self.round_index = round_index
+        self.client_id = client_id
+        self.prefix_group = prefix_group
+        self.prefix_length = prefix_length
+        self.streaming = streaming
+        self.model = model
+        self.adapter = adapter
+        self.text_tokens = 0
+        self.image_tokens = 0
+        self.audio_tokens = 0
+        self.video_tokens = 0
+        self.reason_ratio = reason_ratio
+        self.assigned_instance = ""
+        self.deadline = int(deadline)
+        self.slo_target_us = int(slo_target_us)
+        self.redirected = False
+        self.is_decode_sub_request = False
+        self.gateway_enqueue_time = 0
+        self.gateway_dispatch_time = 0
+        self.enqueue_time = -1
+        self.schedule_time = -1
+        self.completion_time = -1
+        self.think_time_us = think_time_us
+        self._block_hashes = None
+
+    def block_hashes(self, block_size: int) -> list[bytes]:
+        """Chained hashes of the full input blocks (computed once, reused by cache and router)."""
+        bh = self._block_hashes
+        if bh is None or bh[0] != block_size:
+            hashes = []
+            prev = b""
+            toks = self.input_tokens
+            for start in range(0, self.input_len - block_size + 1, block_size):
+                prev = hash_block(prev, toks[start:start + block_size])
+                hashes.append(prev)
+            bh = (block_size, hashes)
+            self._block_hashes = bh
+        return bh[1]
+
+    def __repr__(self) -> str:
+        return (f"Request({self.id}, in={self.input_len}, out={self.output_len}, "
+                f"arr={self.arrival_time}, state={self.state}, pi={self.progress_index})")
