@@ -77,5 +77,6 @@ class SimConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     workload: Any = None
+    timeout_override_us: int | None = None  # set for every client when --timeout applies (0 = none)
     # goodput targets: class -> {"ttft_ms": x, "itl_ms": y, "e2e_ms": z} (0 / absent = unchecked)
     slo_targets: dict[str, dict[str, float]] = field(default_factory=dict)

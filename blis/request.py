@@ -36,7 +36,7 @@ class Request:
         "text_tokens", "image_tokens", "audio_tokens", "video_tokens", "reason_ratio",
         "assigned_instance", "deadline", "slo_target_us", "redirected", "is_decode_sub_request",
         "gateway_enqueue_time", "gateway_dispatch_time",
-        "enqueue_time", "schedule_time", "completion_time", "think_time_us",
+        "enqueue_time", "schedule_time", "completion_time", "think_time_us", "computed_tokens",
         "_block_hashes",
     )
 
@@ -89,6 +89,7 @@ class Request:
         self.schedule_time = -1
         self.completion_time = -1
         self.think_time_us = think_time_us
+        self.computed_tokens = 0
         self._block_hashes = None
 
     def block_hashes(self, block_size: int) -> list[bytes]:
