@@ -1,0 +1,183 @@
+"""The shared-clock cluster loop: arrivals → admission → routing → instances (spec §2.2, §9, §10).
+
+All events, cluster and instance alike, live in one heap keyed by
+``(time, source, priority, seq)`` where source 0 is the cluster and ``1 + i`` instance ``i``.
+That single key reproduces the reference's two rules at once: cluster events fire before
+instance events at the same time, and among instances the lowest index goes first.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from blis.admission import build_admission
+from blis.instance import Instance
+from blis.rng import PartitionedRNG
+from blis.routing import build_routing
+from blis.scheduler import build_scheduler
+from blis.slo import SLOPriorities
+from blis.snapshot import RouterState, Snapshot
+
+EV_ARRIVAL = 0
+EV_ADMISSION = 1
+EV_ROUTING = 2
+
+
+class ClusterSimulator:
+    """Runs one simulation of ``cfg.num_instances`` identical instances over ``requests``."""
+
+    def __init__(self, cfg, deployment, requests: list):
+        self.cfg = cfg
+        self.deployment = deployment
+        self.requests = requests
+        pol = cfg.policy
+        self.horizon = cfg.horizon
+        self.heap: list = []
+        self.seq = 0
+        self.clock = 0
+        self.clock_regressions = 0
+        self.slo = SLOPriorities(pol.slo_priorities)
+        rngs = PartitionedRNG(cfg.seed)
+        self.admission = build_admission(pol, self.slo, rngs.for_subsystem("admission"),
+                                         cfg.num_instances, cfg.engine.max_num_seqs)
+        self.routing = build_routing(pol, rngs.for_subsystem("router"), deployment.block_size)
+        self.admission_latency = pol.admission_latency
+        self.routing_latency = pol.routing_latency
+        self.instances = [
+            Instance(i, deployment, cfg.engine, build_scheduler(pol.scheduler),
+                     pol.preemption_policy, self.push, cfg.horizon, self._on_finished)
+            for i in range(cfg.num_instances)
+        ]
+        n = cfg.num_instances
+        self.in_flight = [0] * n
+        self.refresh_interval = pol.snapshot_refresh_interval
+        self._signals = [(0, 0, 0.0, 0, 0.0, 0)] * n
+        self._signal_time = [0] * n
+        self.cache_delay = pol.cache_signal_delay
+        self._cache_maps = [{} for _ in range(n)]
+        self._cache_versions = [-1] * n
+        self._cache_time = 0
+        self.injected_by_class: dict[str, int] = {}
+        self.rejected = 0
+        self.routing_rejections = 0
+        self.shed_by_tier: dict[str, int] = {}
+        self.rejected_by_class: dict[str, int] = {}
+        self.routed: dict[str, object] = {}
+        self.arrived: list = []
+        self._model = cfg.deployment.model.lower()
+
+    def push(self, t: int, src: int, prio: int, payload) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, src, prio, self.seq, payload))
+
+    # ---- router view of the instances -----------------------------------------------------
+    def _snapshot(self, inst) -> Snapshot:
+        i = inst.index
+        clock = self.clock
+        if self.refresh_interval <= 0 or clock - self._signal_time[i] >= self.refresh_interval:
+            kv = inst.kv
+            self._signals[i] = (len(inst.wait_q), len(inst.running), kv.utilization(),
+                                kv.free_block_count, kv.hit_rate(), inst.stats.preemptions)
+            self._signal_time[i] = clock
+        qd, bsz, util, free, hit, pre = self._signals[i]
+        kv = inst.kv
+        total = kv.total_blocks
+        return Snapshot(
+            index=i, id=inst.id, queue_depth=qd, batch_size=bsz, kv_utilization=util,
+            free_kv_blocks=free, cache_hit_rate=hit, in_flight_requests=self.in_flight[i],
+            preemption_count=pre, total_kv_capacity_tokens=total * kv.block_size,
+            kv_tokens_in_use=int(round(util * total)) * kv.block_size,
+            max_batch_size=inst.max_num_seqs, gpu_type=self.deployment.gpu,
+            tp=self.deployment.tp, cost_per_hour=0.0)
+
+    def _router_state(self, req) -> RouterState:
+        if self.cache_delay > 0 and self.clock - self._cache_time >= self.cache_delay:
+            self._cache_time = self.clock
+            for inst in self.instances:
+                if inst.kv.mutations != self._cache_versions[inst.index]:
+                    self._cache_maps[inst.index] = dict(inst.kv.hash_to_block)
+                    self._cache_versions[inst.index] = inst.kv.mutations
+        want = req.model.lower() if req.model else ""
+        snaps = [self._snapshot(inst) for inst in self.instances
+                 if not want or not self._model or want == self._model]
+        return RouterState(snapshots=snaps, clock=self.clock, cached_blocks=self._cached_blocks)
+
+    def _cached_blocks(self, index: int, req) -> int:
+        h2b = (self.instances[index].kv.hash_to_block if self.cache_delay <= 0
+               else self._cache_maps[index])
+        n = 0
+        for h in req.block_hashes(self.deployment.block_size):
+            if h not in h2b:
+                break
+            n += 1
+        return n
+
+    # ---- bookkeeping callbacks -------------------------------------------------------------
+    def _on_finished(self, req, tick: int, dropped: bool) -> None:
+        idx = int(req.assigned_instance.rsplit("_", 1)[1])
+        if self.in_flight[idx] > 0:
+            self.in_flight[idx] -= 1
+        self.admission_finished(req)
+        if dropped:
+            self.routed.pop(req.id, None)
+
+    def admission_finished(self, req) -> None:
+        hook = getattr(self.admission, "on_finished", None)
+        if hook is not None:
+            hook(req)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        heap = self.heap
+        for req in self.requests:
+            self.seq += 1
+            heap.append((req.arrival_time, 0, EV_ARRIVAL, self.seq, req))
+        heapq.heapify(heap)
+        horizon = self.horizon
+        instances = self.instances
+        pop = heapq.heappop
+        last = 0
+        while heap:
+            t, src, prio, _, payload = pop(heap)
+            if t > horizon:
+                break
+            if t < last:
+                self.clock_regressions += 1
+            if src == 0:
+                last = t
+                self.clock = t
+                self._cluster_event(t, prio, payload)
+            elif instances[src - 1].handle(t, prio, payload):
+                last = t
+                self.clock = t
+
+    def _cluster_event(self, t: int, prio: int, req) -> None:
+        if prio == EV_ARRIVAL:
+            cls = req.slo_class
+            self.injected_by_class[cls] = self.injected_by_class.get(cls, 0) + 1
+            self.arrived.append(req)
+            self.push(t + self.admission_latency, 0, EV_ADMISSION, req)
+        elif prio == EV_ADMISSION:
+            ok, _reason = self.admission.admit(req, self._router_state(req))
+            if ok:
+                self.push(t + self.routing_latency, 0, EV_ROUTING, req)
+            else:
+                self.rejected += 1
+                cls = req.slo_class
+                self.rejected_by_class[cls] = self.rejected_by_class.get(cls, 0) + 1
+                tier = cls or "standard"
+                self.shed_by_tier[tier] = self.shed_by_tier.get(tier, 0) + 1
+        else:
+            state = self._router_state(req)
+            pos = self.routing.route(req, state)
+            if pos is None:
+                self.routing_rejections += 1
+                return
+            idx = state.snapshots[pos].index
+            self.in_flight[idx] += 1
+            hook = getattr(self.admission, "on_routed", None)
+            if hook is not None:
+                hook(req)
+            self.routed[req.id] = req
+            req.priority = self.slo.vllm_priority(req.slo_class)
+            self.instances[idx].inject(req, t)

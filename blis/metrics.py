@@ -1,0 +1,151 @@
+"""Turn raw per-instance samples into the spec's MetricsOutput and derived summaries (§15).
+
+Percentiles use linear interpolation between ``floor(rank)`` and ``ceil(rank)`` with
+``rank = p/100 × (n−1)`` over values sorted ascending, exactly as the reference does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PCTS = (90, 95, 99)
+
+
+def percentile(sorted_vals, p: float) -> float:
+    n = len(sorted_vals)
+    if n == 0:
+        return 0.0
+    rank = p / 100.0 * (n - 1)
+    lo = int(math.floor(rank))
+    hi = int(math.ceil(rank))
+    v_lo = float(sorted_vals[lo])
+    if lo == hi:
+        return v_lo
+    return v_lo + (float(sorted_vals[hi]) - v_lo) * (rank - lo)
+
+
+def distribution(values) -> dict:
+    """mean/p50/p90/p95/p99/min/max/count of raw values (no unit conversion)."""
+    arr = np.sort(np.asarray(values, dtype=np.float64))
+    n = int(arr.shape[0])
+    if n == 0:
+        return {"mean": 0.0, "p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0,
+                "min": 0.0, "max": 0.0, "count": 0}
+    return {"mean": float(arr.sum()) / n, "p50": percentile(arr, 50), "p90": percentile(arr, 90),
+            "p95": percentile(arr, 95), "p99": percentile(arr, 99), "min": float(arr[0]),
+            "max": float(arr[-1]), "count": n}
+
+
+def _ms_fields(prefix: str, values, out: dict) -> None:
+    arr = np.sort(np.asarray(values, dtype=np.float64))
+    n = int(arr.shape[0])
+    out[f"{prefix}_mean_ms"] = (float(arr.sum()) / n / 1000.0) if n else 0.0
+    for p in PCTS:
+        out[f"{prefix}_p{p}_ms"] = percentile(arr, p) / 1000.0 if n else 0.0
+
+
+def _sorted_values(d: dict) -> list:
+    return [d[k] for k in sorted(d)]
+
+
+def metrics_output(instance_id: str, parts: list, still_queued: int, still_running: int,
+                   sim_ended_us: int) -> dict:
+    """MetricsOutput for one instance (``parts`` = [stats]) or the cluster (all instances)."""
+    completed = sum(s.completed for s in parts)
+    dropped = sum(s.dropped_unservable for s in parts)
+    timed_out = sum(s.timed_out for s in parts)
+    total_out = sum(s.total_output_tokens for s in parts)
+    duration = sim_ended_us / 1e6
+    out = {
+        "instance_id": instance_id,
+        "completed_requests": completed,
+        "still_queued": still_queued,
+        "still_running": still_running,
+        "injected_requests": completed + still_queued + still_running + dropped + timed_out,
+        "total_input_tokens": sum(s.total_input_tokens for s in parts),
+        "total_output_tokens": total_out,
+        "vllm_estimated_duration_s": duration,
+        "responses_per_sec": completed / duration if completed and duration > 0 else 0.0,
+        "tokens_per_sec": total_out / duration if duration > 0 else 0.0,
+    }
+    if completed > 0:
+        e2e, ttft, itl, sched = {}, {}, [], {}
+        for s in parts:
+            e2e.update(s.e2e)
+            ttft.update(s.ttft)
+            itl.extend(s.itl_samples)
+            sched.update(s.sched_delay)
+        _ms_fields("e2e", _sorted_values(e2e), out)
+        _ms_fields("ttft", _sorted_values(ttft), out)
+        _ms_fields("itl", itl, out)
+        sd = np.sort(np.asarray(_sorted_values(sched), dtype=np.float64))
+        out["scheduling_delay_p99_ms"] = percentile(sd, 99) / 1000.0 if len(sd) else 0.0
+    else:
+        for prefix in ("e2e", "ttft", "itl"):
+            out[f"{prefix}_mean_ms"] = 0.0
+            for p in PCTS:
+                out[f"{prefix}_p{p}_ms"] = 0.0
+        out["scheduling_delay_p99_ms"] = 0.0
+    failures = sum(s.kv_allocation_failures for s in parts)
+    if failures:
+        out["kv_allocation_failures"] = failures
+    out["preemption_count"] = sum(s.preemptions for s in parts)
+    out["dropped_unservable"] = dropped
+    out["length_capped_requests"] = sum(s.length_capped for s in parts)
+    out["timed_out_requests"] = timed_out
+    return out
+
+
+def jain_fairness(values) -> float:
+    n = len(values)
+    if n == 0:
+        return 0.0
+    sq = sum(v * v for v in values)
+    if sq == 0:
+        return 1.0
+    return sum(values) ** 2 / (n * sq)
+
+
+def goodput(requests_by_class: dict, injected_by_class: dict, targets: dict, duration_s: float):
+    """Per-class and overall SLO attainment / goodput over completed requests (§15.6).
+
+    ``requests_by_class[c]`` = list of (ttft_ms, itl_ms, e2e_ms) of completed requests.
+    """
+    per_class = {}
+    total_good = 0
+    total_injected = 0
+    for cls in sorted(targets):
+        tgt = targets[cls]
+        dims = [(d, float(tgt.get(f"{d}_ms", 0) or 0)) for d in ("ttft", "itl", "e2e")]
+        dims = [(d, v) for d, v in dims if v > 0]
+        if not dims:
+            continue
+        rows = requests_by_class.get(cls, [])
+        injected = injected_by_class.get(cls, 0)
+        good = 0
+        passes = {d: 0 for d, _ in dims}
+        for ttft_ms, itl_ms, e2e_ms in rows:
+            vals = {"ttft": ttft_ms, "itl": itl_ms, "e2e": e2e_ms}
+            ok = True
+            for d, limit in dims:
+                if vals[d] is not None and vals[d] <= limit:
+                    passes[d] += 1
+                else:
+                    ok = False
+            good += ok
+        n = len(rows)
+        per_class[cls] = {
+            "slo_attainment": good / injected if injected else 0.0,
+            "count": injected,
+            "goodput_rps": good / duration_s if duration_s > 0 else 0.0,
+            "slo_attainment_by_dim": {d: (passes[d] / n if n else 0.0) for d, _ in dims},
+        }
+        total_good += good
+        total_injected += injected
+    overall = {
+        "slo_attainment": total_good / total_injected if total_injected else 0.0,
+        "goodput_rps": total_good / duration_s if duration_s > 0 else 0.0,
+    }
+    return overall, per_class

@@ -1,0 +1,251 @@
+"""One simulation run end to end: resolve the deployment, build the workload, run the cluster,
+and package the results for stdout, files and the search layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from blis.cluster import ClusterSimulator
+from blis.deployment import resolve_deployment
+from blis.jsonfmt import dumps
+from blis.metrics import distribution, goodput, jain_fairness, metrics_output
+from blis.request import COMPLETED
+from blis.workload import generate_requests
+
+
+def _cls(c: str) -> str:
+    return c or "default"
+
+
+@dataclass
+class SimResult:
+    cfg: object
+    deployment: object
+    sim: ClusterSimulator
+    instances: list = field(default_factory=list)
+    cluster: dict = field(default_factory=dict)
+    per_class: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    # ---- views -----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        sim = self.sim
+        dep = self.deployment
+        return {
+            "cluster": self.cluster,
+            "instances": self.instances,
+            "num_requests": len(sim.requests),
+            "rejected_requests": sim.rejected,
+            "routing_rejections": sim.routing_rejections,
+            "shed_by_tier": dict(sorted(sim.shed_by_tier.items())),
+            "per_class": self.per_class,
+            "deployment": {
+                "model": self.cfg.deployment.model, "hardware": dep.gpu, "tp": dep.tp,
+                "num_instances": self.cfg.num_instances, "total_kv_blocks": dep.total_kv_blocks,
+                "max_model_len": dep.max_model_len,
+            },
+        }
+
+    def request_rows(self) -> list[dict]:
+        """Per-request records (``requests`` array of the metrics file), sorted by arrival."""
+        rows = []
+        stats = {inst.id: inst.stats for inst in self.sim.instances}
+        for req in sorted(self.sim.routed.values(), key=lambda r: (r.arrival_time, r.id)):
+            s = stats[req.assigned_instance]
+            row = {"arrived_at": req.arrival_time / 1e6, "requestID": req.id,
+                   "num_prefill_tokens": req.input_len, "num_decode_tokens": req.output_len,
+                   "ttft_ms": s.ttft.get(req.id, 0) / 1000.0,
+                   "itl_ms": s.itl_mean.get(req.id, 0.0) / 1000.0,
+                   "e2e_ms": s.e2e.get(req.id, 0) / 1000.0,
+                   "scheduling_delay_ms": s.sched_delay.get(req.id, 0) / 1000.0}
+            for key, val in (("slo_class", req.slo_class), ("tenant_id", req.tenant_id),
+                             ("handled_by", req.assigned_instance), ("model", req.model),
+                             ("adapter", req.adapter), ("length_capped", req.length_capped),
+                             ("session_id", req.session_id)):
+                if val:
+                    row[key] = val
+            row["round_index"] = req.round_index
+            rows.append(row)
+        return rows
+
+    def render_stdout(self) -> str:
+        """The ``blis run`` stdout layout (§15.1): per-instance JSON, cluster JSON, sections."""
+        out = []
+        if len(self.instances) > 1:
+            for m in self.instances:
+                out.append("=== Simulation Metrics ===")
+                out.append(dumps(m))
+        out.append("=== Simulation Metrics ===")
+        out.append(dumps(self.cluster))
+        out.extend(self._anomaly_lines())
+        out.extend(self._kv_lines())
+        out.extend(self._per_slo_lines())
+        out.extend(self._tenant_lines())
+        return "\n".join(out) + "\n"
+
+    def _anomaly_lines(self) -> list[str]:
+        sim = self.sim
+        c = self.cluster
+        hol = self.hol_blocking_events()
+        vals = [hol, sim.rejected, sim.routing_rejections, c["dropped_unservable"],
+                c["length_capped_requests"], c["timed_out_requests"]]
+        if not any(vals):
+            return []
+        lines = ["=== Anomaly Counters ===", f"HOL Blocking Events: {hol}",
+                 f"Rejected Requests (Admission): {sim.rejected}"]
+        for cls in sorted(sim.shed_by_tier):
+            lines.append(f"  Shed ({cls}): {sim.shed_by_tier[cls]}")
+        lines += [f"Rejected Requests (Routing): {sim.routing_rejections}",
+                  f"Dropped Unservable: {c['dropped_unservable']}",
+                  f"Timed Out Requests: {c['timed_out_requests']}",
+                  f"Length-Capped Requests: {c['length_capped_requests']}"]
+        return lines
+
+    def hol_blocking_events(self) -> int:
+        if len(self.sim.instances) < 2:
+            return 0
+        avgs = []
+        for inst in self.sim.instances:
+            q = inst.stats.queue_len_samples
+            avgs.append(sum(q) / len(q) if q else 0.0)
+        mean = sum(avgs) / len(avgs)
+        if mean <= 0:
+            return 0
+        return sum(1 for a in avgs if a > 2 * mean)
+
+    def cache_hit_rate(self) -> float:
+        insts = self.sim.instances
+        return sum(i.kv.hit_rate() for i in insts) / len(insts)
+
+    def _kv_lines(self) -> list[str]:
+        c = self.cluster
+        pre_rate = c["preemption_count"] / c["completed_requests"] if c["completed_requests"] else 0.0
+        hit = self.cache_hit_rate()
+        if pre_rate == 0 and hit == 0:
+            return []
+        return ["=== KV Cache Metrics ===", f"Preemption Rate: {pre_rate:.4f}",
+                f"Cache Hit Rate: {hit:.4f}", "KV Thrashing Rate: 0.0000"]
+
+    def _per_slo_lines(self) -> list[str]:
+        classes = sorted({_cls(r.slo_class) for r in self.sim.routed.values()})
+        if len(classes) < 2 and not (classes and self.cfg.slo_targets):
+            return []
+        lines = ["=== Per-SLO Metrics ==="]
+        raw = self._raw_by_class()
+        for cls in classes:
+            lines.append(f"  {cls}:")
+            for label, vals in zip(("TTFT:", "ITL: ", "E2E: "), raw.get(cls, ([], [], []))):
+                d = distribution(vals)
+                lines.append(f"    {label} mean={d['mean']:.2f} p99={d['p99']:.2f} (n={d['count']})")
+        return lines
+
+    def _tenant_lines(self) -> list[str]:
+        tokens: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for r in self.sim.routed.values():
+            if r.state == COMPLETED and r.tenant_id:
+                tokens[r.tenant_id] = tokens.get(r.tenant_id, 0) + r.output_len
+                counts[r.tenant_id] = counts.get(r.tenant_id, 0) + 1
+        if not tokens:
+            return []
+        lines = ["=== Per-Tenant Metrics ==="]
+        for t in sorted(tokens):
+            lines.append(f"  {t}: requests={counts[t]}, tokens={tokens[t]}")
+        lines.append(f"  Jain Fairness Index: {jain_fairness([tokens[t] for t in sorted(tokens)]):.4f}")
+        return lines
+
+    def injected_by_class(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for cls, n in self.sim.injected_by_class.items():
+            out[_cls(cls)] = out.get(_cls(cls), 0) + n
+        return out
+
+    def completed_rows_by_class(self) -> dict[str, list]:
+        """class -> [(ttft_ms, itl_ms, e2e_ms)] of completed requests, for goodput checks."""
+        stats = {inst.id: inst.stats for inst in self.sim.instances}
+        rows: dict[str, list] = {}
+        for rid in sorted(self.sim.routed):
+            r = self.sim.routed[rid]
+            s = stats[r.assigned_instance]
+            if rid in s.e2e:
+                rows.setdefault(_cls(r.slo_class), []).append(
+                    (s.ttft.get(rid, 0) / 1000.0, s.itl_mean[rid] / 1000.0, s.e2e[rid] / 1000.0))
+        return rows
+
+    def _raw_by_class(self) -> dict:
+        """class -> (TTFT µs list, per-request ITL µs list, E2E µs list), in request-id order."""
+        stats = {inst.id: inst.stats for inst in self.sim.instances}
+        out: dict[str, tuple] = {}
+        for rid in sorted(self.sim.routed):
+            r = self.sim.routed[rid]
+            s = stats[r.assigned_instance]
+            ttft, itl, e2e = out.setdefault(_cls(r.slo_class), ([], [], []))
+            if rid in s.ttft:
+                ttft.append(s.ttft[rid])
+            if rid in s.e2e:
+                e2e.append(s.e2e[rid])
+                itl.append(s.itl_mean[rid])
+        return out
+
+
+def _per_class_summary(res: SimResult) -> dict:
+    sim = res.sim
+    raw = res._raw_by_class()
+    injected = res.injected_by_class()
+    rejected = {_cls(c): n for c, n in sim.rejected_by_class.items()}
+    targets = res.cfg.slo_targets
+    by_class_rows = res.completed_rows_by_class()
+    out = {}
+    for cls in sorted(injected):
+        ttft, itl, e2e = raw.get(cls, ([], [], []))
+        dt, de = distribution(ttft), distribution(e2e)
+        di = distribution(itl)
+        tgt = targets.get(cls)
+        if tgt:
+            overall, _ = goodput({cls: by_class_rows.get(cls, [])}, {cls: injected[cls]},
+                                 {cls: tgt}, res.duration_s)
+        else:
+            overall = {"slo_attainment": 0.0, "goodput_rps": 0.0}
+        out[cls] = {
+            "injected": injected[cls], "completed": len(e2e), "rejected": rejected.get(cls, 0),
+            "ttft_mean_ms": dt["mean"] / 1000.0, "ttft_p90_ms": dt["p90"] / 1000.0,
+            "ttft_p99_ms": dt["p99"] / 1000.0, "itl_mean_ms": di["mean"] / 1000.0,
+            "e2e_mean_ms": de["mean"] / 1000.0, "e2e_p90_ms": de["p90"] / 1000.0,
+            "e2e_p99_ms": de["p99"] / 1000.0,
+            "slo_attainment": overall["slo_attainment"], "goodput_rps": overall["goodput_rps"],
+        }
+    return out
+
+
+def run_simulation(cfg, requests: list | None = None) -> SimResult:
+    """Simulate ``cfg``; ``requests`` (e.g. from a replayed trace) replaces the generated workload."""
+    deployment = resolve_deployment(cfg.deployment, cfg.engine)
+    if requests is None:
+        requests = generate_requests(cfg.workload, cfg.max_requests, cfg.horizon,
+                                     cfg.timeout_override_us)
+    sim = ClusterSimulator(cfg, deployment, requests)
+    sim.run()
+    res = SimResult(cfg=cfg, deployment=deployment, sim=sim)
+    horizon = cfg.horizon
+    ended = []
+    for inst in sim.instances:
+        end = min(inst.last_event_time, horizon)
+        ended.append(end)
+        res.instances.append(metrics_output(inst.id, [inst.stats], len(inst.wait_q),
+                                            len(inst.running), end))
+    cluster_end = max(ended) if ended else 0
+    res.duration_s = cluster_end / 1e6
+    res.cluster = metrics_output("cluster", [i.stats for i in sim.instances],
+                                 sum(len(i.wait_q) for i in sim.instances),
+                                 sum(len(i.running) for i in sim.instances), cluster_end)
+    if cfg.slo_targets:
+        overall, per = goodput(res.completed_rows_by_class(), res.injected_by_class(),
+                               cfg.slo_targets, res.duration_s)
+        if overall["goodput_rps"]:
+            res.cluster["goodput_rps"] = overall["goodput_rps"]
+        if overall["slo_attainment"]:
+            res.cluster["slo_attainment"] = overall["slo_attainment"]
+        if per:
+            res.cluster["per_class"] = per
+    res.per_class = _per_class_summary(res)
+    return res
