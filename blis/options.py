@@ -1,0 +1,347 @@
+"""User input → validated ``SimConfig``: the single validation boundary for `blis run`, `blis
+replay` and the search layer.
+
+Options are a flat dict keyed by the ``blis run`` flag names with dashes turned into
+underscores. A key that is present counts as "explicitly set", which is what the policy-bundle
+precedence rule needs (a CLI flag beats the bundle; the bundle beats built-in defaults).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from blis.config import MAX_INT64, DeploymentConfig, EngineConfig, PolicyConfig, SimConfig
+from blis.errors import ConfigError
+
+_DIST_KEYS = ("prompt_tokens", "prompt_tokens_stdev", "prompt_tokens_min", "prompt_tokens_max",
+              "output_tokens", "output_tokens_stdev", "output_tokens_min", "output_tokens_max",
+              "prefix_tokens")
+
+# option name -> (type, default); type is int, float, str, list or "any"
+OPTIONS: dict[str, tuple] = {
+    "seed": (int, 42), "horizon": (int, MAX_INT64), "num_instances": (int, 1),
+    "model": (str, ""), "hardware": (str, ""), "tp": (int, 0), "dp": (int, 1),
+    "latency_model": (str, "trained-physics"), "alpha_coeffs": (list, None),
+    "beta_coeffs": (list, None), "max_model_len": (int, 0),
+    "gpu_memory_utilization": (float, 0.9), "model_config_folder": (str, ""),
+    "hardware_config": (str, ""),
+    "total_kv_blocks": (int, None), "max_num_seqs": (int, 256),
+    "max_num_batched_tokens": (int, 2048), "block_size_in_tokens": (int, 16),
+    "long_prefill_token_threshold": (int, 0),
+    "admission_policy": (str, "always-admit"), "admission_latency": (int, 0),
+    "routing_latency": (int, 0), "token_bucket_capacity": (float, 10000.0),
+    "token_bucket_refill_rate": (float, 1000.0), "routing_policy": (str, "round-robin"),
+    "routing_scorers": (str, ""), "scheduler": (str, "fcfs"), "preemption_policy": (str, "fcfs"),
+    "snapshot_refresh_interval": (int, 50000), "cache_signal_delay": (int, 50000),
+    "policy_config": ("any", None),
+    "workload": (str, "distribution"), "workload_spec": ("any", None), "rate": (float, 1.0),
+    "num_requests": (int, 100), "timeout": (float, 300.0),
+    "prompt_tokens": (int, 512), "prompt_tokens_stdev": (int, 256), "prompt_tokens_min": (int, 2),
+    "prompt_tokens_max": (int, 7000), "output_tokens": (int, 512),
+    "output_tokens_stdev": (int, 256), "output_tokens_min": (int, 2),
+    "output_tokens_max": (int, 7000), "prefix_tokens": (int, 0),
+    "slo_ttft": (str, ""), "slo_itl": (str, ""), "slo_e2e": (str, ""),
+}
+ALIASES = {"max_num_running_reqs": "max_num_seqs", "max_num_scheduled_tokens": "max_num_batched_tokens"}
+NON_NEGATIVE = ("horizon", "admission_latency", "routing_latency", "snapshot_refresh_interval",
+                "cache_signal_delay", "max_model_len", "long_prefill_token_threshold", "tp",
+                "prefix_tokens")
+POSITIVE = ("num_instances", "max_num_seqs", "max_num_batched_tokens", "block_size_in_tokens",
+            "dp", "total_kv_blocks")
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _coerce(name: str, kind, value):
+    if value is None or kind == "any":
+        return value
+    try:
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(str(value).strip())
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            v = float(value)
+            if math.isnan(v):
+                raise ValueError
+            return v
+        if kind is list:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [float(x) for x in items if str(x).strip() != ""]
+        return str(value)
+    except (TypeError, ValueError):
+        want = {int: "an integer", float: "a number", list: "a comma-separated list of numbers",
+                str: "a string"}[kind]
+        raise ConfigError(flag(name), f"must be {want}, got {value!r}") from None
+
+
+def normalize(options: dict) -> dict:
+    """Known keys only, aliases resolved, values coerced to their types."""
+    out = {}
+    for key, value in options.items():
+        name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name not in OPTIONS:
+            raise ConfigError(flag(name), "unknown option")
+        out[name] = _coerce(name, OPTIONS[name][0], value)
+    for name in NON_NEGATIVE:
+        if name in out and out[name] is not None and out[name] < 0:
+            raise ConfigError(flag(name), f"must be >= 0, got {out[name]}")
+    for name in POSITIVE:
+        if name in out and out[name] is not None and out[name] <= 0:
+            raise ConfigError(flag(name), f"must be > 0, got {out[name]}")
+    return out
+
+
+def _get(opts: dict, name: str):
+    return opts[name] if name in opts else OPTIONS[name][1]
+
+
+def load_yaml_source(source, field: str) -> dict:
+    """A dict given inline, or the YAML mapping in the file at ``source``."""
+    if isinstance(source, dict):
+        return source
+    path = Path(str(source))
+    if not path.is_file():
+        raise ConfigError(field, f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
+        raise ConfigError(field, f"invalid YAML in {path}: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(field, f"{path} must contain a YAML mapping")
+    return data
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s|m|h)?\s*$")
+_UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0,
+            "h": 3600000.0}
+
+
+def parse_slo_targets(text: str, field: str) -> dict[str, float]:
+    """``"critical=100ms,standard=0.5s"`` → {class: milliseconds}; bare numbers are ms."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ConfigError(field, f"expected class=duration, got '{part}'")
+        cls, dur = (x.strip() for x in part.split("=", 1))
+        m = _DURATION.match(dur)
+        if not m:
+            raise ConfigError(field, f"invalid duration '{dur}' for class '{cls}'")
+        val = float(m.group(1)) * _UNIT_MS[m.group(2) or "ms"]
+        if val <= 0:
+            raise ConfigError(field, f"target for '{cls}' must be > 0")
+        out[cls] = val
+    return out
+
+
+_BUNDLE_KEYS = {
+    "admission": {"policy", "token_bucket_capacity", "token_bucket_refill_rate",
+                  "tier_shed_threshold", "tier_shed_min_priority", "gaie_qd_threshold",
+                  "gaie_kv_threshold", "slo_priorities", "probabilistic"},
+    "routing": {"policy", "scorers"},
+    "priority": {"policy"},
+    "scheduler": None,
+    "preemption": {"policy"},
+    "tenant_budgets": None,
+}
+_UNSUPPORTED_BUNDLE = ("node_pools", "autoscaler", "instance_lifecycle")
+
+
+def _check_keys(data: dict, allowed, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(where, "must be a mapping")
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}" if where else str(key), "unknown key")
+
+
+def apply_policy_bundle(bundle: dict, opts: dict, pol: PolicyConfig) -> None:
+    """Fill ``pol`` from a policy bundle where the corresponding flag was not given (R18)."""
+    for key in bundle:
+        if key in _UNSUPPORTED_BUNDLE:
+            raise ConfigError(f"policy-config.{key}",
+                              "node pools / autoscaling / instance lifecycle are not implemented yet")
+    _check_keys(bundle, _BUNDLE_KEYS, "")
+    adm = bundle.get("admission") or {}
+    if isinstance(adm, dict) and "slo_targets" in adm:
+        raise ConfigError("admission.slo_targets",
+                          "deadline-ordered dispatch needs gateway flow control, which is not implemented yet")
+    _check_keys(adm, _BUNDLE_KEYS["admission"], "admission")
+    if "policy" in adm and "admission_policy" not in opts:
+        pol.admission_policy = str(adm["policy"])
+        if pol.admission_policy == "tier-shed":
+            pol.tier_shed_min_priority = 3
+    for key in ("token_bucket_capacity", "token_bucket_refill_rate"):
+        if key in adm and key not in opts:
+            setattr(pol, key, _coerce(f"admission.{key}", float, adm[key]))
+    for key, kind in (("tier_shed_threshold", int), ("tier_shed_min_priority", int),
+                      ("gaie_qd_threshold", float), ("gaie_kv_threshold", float)):
+        if key in adm:
+            setattr(pol, key, _coerce(f"admission.{key}", kind, adm[key]))
+    if "slo_priorities" in adm:
+        pri = adm["slo_priorities"] or {}
+        _check_keys(pri, {"critical", "standard", "sheddable", "batch", "background"},
+                    "admission.slo_priorities")
+        pol.slo_priorities = {k: _coerce(f"admission.slo_priorities.{k}", int, v)
+                              for k, v in pri.items()}
+    if "probabilistic" in adm:
+        params = adm["probabilistic"] or {}
+        _check_keys(params, {"critical", "standard", "sheddable", "batch", "background",
+                             "default"}, "admission.probabilistic")
+        pol.probabilistic_params = {}
+        for cls, ab in params.items():
+            _check_keys(ab or {}, {"a", "b"}, f"admission.probabilistic.{cls}")
+            pol.probabilistic_params[cls] = {
+                k: _coerce(f"admission.probabilistic.{cls}.{k}", float, v)
+                for k, v in (ab or {}).items()}
+    rt = bundle.get("routing") or {}
+    _check_keys(rt, _BUNDLE_KEYS["routing"], "routing")
+    if "policy" in rt and "routing_policy" not in opts:
+        pol.routing_policy = str(rt["policy"])
+    if "scorers" in rt and not opts.get("routing_scorers"):
+        scorers = []
+        for i, item in enumerate(rt["scorers"] or []):
+            _check_keys(item, {"name", "weight"}, f"routing.scorers[{i}]")
+            if "name" not in item:
+                raise ConfigError(f"routing.scorers[{i}].name", "is required")
+            scorers.append((str(item["name"]),
+                            _coerce(f"routing.scorers[{i}].weight", float, item.get("weight", 1.0))))
+        pol.routing_scorers = scorers
+    if "scheduler" in bundle and "scheduler" not in opts:
+        pol.scheduler = str(bundle["scheduler"])
+    pre = bundle.get("preemption") or {}
+    _check_keys(pre, _BUNDLE_KEYS["preemption"], "preemption")
+    if "policy" in pre and "preemption_policy" not in opts:
+        pol.preemption_policy = str(pre["policy"])
+    if "tenant_budgets" in bundle:
+        budgets = bundle["tenant_budgets"] or {}
+        if not isinstance(budgets, dict):
+            raise ConfigError("tenant_budgets", "must be a mapping of tenant -> fraction")
+        pol.tenant_budgets = {}
+        for tenant, frac in budgets.items():
+            f = _coerce(f"tenant_budgets.{tenant}", float, frac)
+            if not 0 <= f <= 1:
+                raise ConfigError(f"tenant_budgets.{tenant}", f"must be in [0, 1], got {f}")
+            pol.tenant_budgets[str(tenant)] = f
+
+
+def _validate_policy_names(pol: PolicyConfig) -> None:
+    from blis.admission import ADMISSION_POLICIES
+    from blis.routing import ROUTING_POLICIES, SCORERS
+    from blis.scheduler import PREEMPTION_POLICIES, SCHEDULERS
+
+    for field, value, registry in (("admission-policy", pol.admission_policy, ADMISSION_POLICIES),
+                                   ("routing-policy", pol.routing_policy, ROUTING_POLICIES),
+                                   ("scheduler", pol.scheduler, SCHEDULERS),
+                                   ("preemption-policy", pol.preemption_policy, PREEMPTION_POLICIES)):
+        if value not in registry:
+            raise ConfigError(field, f"unknown policy '{value}'; choose one of {', '.join(registry)}")
+    for name, weight in pol.routing_scorers:
+        if name not in SCORERS:
+            raise ConfigError("routing-scorers", f"unknown scorer '{name}'; choose one of {', '.join(SCORERS)}")
+        if not (math.isfinite(weight) and weight > 0):
+            raise ConfigError("routing-scorers", f"weight of '{name}' must be finite and > 0")
+
+
+def build_config(options: dict) -> SimConfig:
+    """Validate user options and assemble the run configuration."""
+    from blis.routing import parse_scorers
+    from blis.workload import parse_workload_spec, preset_spec, synthesize_distribution_spec
+
+    opts = normalize(options)
+    dep = DeploymentConfig(
+        model=_get(opts, "model"), hardware=_get(opts, "hardware"), tp=_get(opts, "tp"),
+        dp=_get(opts, "dp"), latency_model=_get(opts, "latency_model"),
+        alpha_coeffs=_get(opts, "alpha_coeffs"), beta_coeffs=_get(opts, "beta_coeffs"),
+        max_model_len=_get(opts, "max_model_len"),
+        gpu_memory_utilization=_get(opts, "gpu_memory_utilization"),
+        model_config_folder=_get(opts, "model_config_folder"),
+        hardware_config=_get(opts, "hardware_config"))
+    if not dep.model:
+        raise ConfigError("model", "is required (e.g. --model qwen/qwen2.5-7b-instruct)")
+    if (dep.alpha_coeffs is None) != (dep.beta_coeffs is None):
+        raise ConfigError("alpha-coeffs", "--alpha-coeffs and --beta-coeffs must be given together")
+    if dep.alpha_coeffs is not None and opts.get("latency_model") == "roofline":
+        raise ConfigError("latency-model", "roofline takes no --alpha-coeffs/--beta-coeffs")
+    engine = EngineConfig(
+        total_kv_blocks=_get(opts, "total_kv_blocks"), max_num_seqs=_get(opts, "max_num_seqs"),
+        max_num_batched_tokens=_get(opts, "max_num_batched_tokens"),
+        block_size=_get(opts, "block_size_in_tokens"),
+        long_prefill_token_threshold=_get(opts, "long_prefill_token_threshold"))
+
+    pol = PolicyConfig(
+        admission_policy=_get(opts, "admission_policy"),
+        admission_latency=_get(opts, "admission_latency"),
+        routing_latency=_get(opts, "routing_latency"),
+        token_bucket_capacity=_get(opts, "token_bucket_capacity"),
+        token_bucket_refill_rate=_get(opts, "token_bucket_refill_rate"),
+        routing_policy=_get(opts, "routing_policy"),
+        routing_scorers=parse_scorers(opts["routing_scorers"]) if opts.get("routing_scorers") else [],
+        scheduler=_get(opts, "scheduler"), preemption_policy=_get(opts, "preemption_policy"),
+        snapshot_refresh_interval=_get(opts, "snapshot_refresh_interval"),
+        cache_signal_delay=_get(opts, "cache_signal_delay"))
+    if opts.get("policy_config") is not None:
+        apply_policy_bundle(load_yaml_source(opts["policy_config"], "policy-config"), opts, pol)
+    _validate_policy_names(pol)
+
+    cfg = SimConfig(num_instances=_get(opts, "num_instances"), deployment=dep, engine=engine,
+                    policy=pol)
+    timeout = _get(opts, "timeout")
+    if timeout == 0:
+        raise ConfigError("timeout", "must be non-zero (seconds; negative disables)")
+    timeout_us = int(timeout * 1e6) if timeout > 0 else 0
+    spec_targets = {}
+    if opts.get("workload_spec") is not None:
+        if opts["workload_spec"] == "":
+            raise ConfigError("workload-spec", "is empty")
+        spec = parse_workload_spec(opts["workload_spec"])
+        cfg.seed = opts["seed"] if "seed" in opts else spec.seed
+        cfg.horizon = opts["horizon"] if "horizon" in opts else (spec.horizon or MAX_INT64)
+        cfg.max_requests = opts["num_requests"] if "num_requests" in opts else spec.num_requests
+        cfg.timeout_override_us = timeout_us if "timeout" in opts else None
+        spec_targets = spec.goodput_slo_targets or {}
+    else:
+        cfg.seed = _get(opts, "seed")
+        cfg.horizon = _get(opts, "horizon")
+        cfg.max_requests = _get(opts, "num_requests")
+        name = _get(opts, "workload")
+        rate = _get(opts, "rate")
+        if name == "distribution":
+            spec = synthesize_distribution_spec(
+                rate, cfg.max_requests, cfg.seed, **{k: _get(opts, k) for k in _DIST_KEYS})
+        else:
+            spec = preset_spec(name, rate, cfg.max_requests, cfg.seed)
+        cfg.timeout_override_us = timeout_us
+    if cfg.max_requests <= 0 and cfg.horizon >= MAX_INT64:
+        raise ConfigError("num-requests", "workload requires either --num-requests > 0 or --horizon")
+    cfg.workload = spec
+    cfg.slo_targets = _merge_targets(spec_targets, opts)
+    return cfg
+
+
+def _merge_targets(spec_targets: dict, opts: dict) -> dict:
+    """Per class and dimension: CLI beats the workload spec; all-zero classes are dropped."""
+    merged: dict[str, dict[str, float]] = {}
+    for cls, tgt in spec_targets.items():
+        tgt = tgt if isinstance(tgt, dict) else vars(tgt)
+        merged[cls] = {f"{d}_ms": float(tgt.get(f"{d}_ms", 0) or 0) for d in ("ttft", "itl", "e2e")}
+    for dim in ("ttft", "itl", "e2e"):
+        text = opts.get(f"slo_{dim}", "")
+        for cls, ms in parse_slo_targets(text, f"slo-{dim}").items():
+            merged.setdefault(cls, {"ttft_ms": 0.0, "itl_ms": 0.0, "e2e_ms": 0.0})[f"{dim}_ms"] = ms
+    return {c: t for c, t in sorted(merged.items()) if any(v > 0 for v in t.values())}
