@@ -117,14 +117,9 @@ class ClusterSimulator:
         idx = int(req.assigned_instance.rsplit("_", 1)[1])
         if self.in_flight[idx] > 0:
             self.in_flight[idx] -= 1
-        self.admission_finished(req)
+        self.admission.on_finished(req)
         if dropped:
             self.routed.pop(req.id, None)
-
-    def admission_finished(self, req) -> None:
-        hook = getattr(self.admission, "on_finished", None)
-        if hook is not None:
-            hook(req)
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -175,9 +170,7 @@ class ClusterSimulator:
                 return
             idx = state.snapshots[pos].index
             self.in_flight[idx] += 1
-            hook = getattr(self.admission, "on_routed", None)
-            if hook is not None:
-                hook(req)
+            self.admission.on_routed(req)
             self.routed[req.id] = req
             req.priority = self.slo.vllm_priority(req.slo_class)
             self.instances[idx].inject(req, t)
