@@ -1,0 +1,197 @@
+"""Parameter targets: dotted paths from a search parameter into ``blis.api.simulate`` options.
+
+Grammar (``<x>`` = a name chosen by the user):
+
+* ``<option>`` - any ``blis run`` option by its flag name with dashes -> underscores
+  (``num_instances``, ``hardware``, ``tp``, ``max_num_seqs``, ``admission_policy``, ...).
+* ``routing_scorers.<scorer>`` - weight of one scorer inside the ``routing_scorers``
+  ``name:weight,...`` string; weight 0 removes the scorer.
+* ``slo_ttft.<tier>`` / ``slo_itl.<tier>`` / ``slo_e2e.<tier>`` - an SLO target in ms inside the
+  ``critical=100ms,...`` string.
+* ``policy_config.<path>`` - a field of the inline policy bundle, e.g.
+  ``policy_config.admission.gaie_qd_threshold``, ``policy_config.admission.probabilistic.sheddable.a``,
+  ``policy_config.routing.scorers.<scorer>`` (weight; 0 removes it).
+* ``workload_spec.<path>`` - a field of the inline WorkloadSpec, e.g. ``workload_spec.aggregate_rate``
+  or ``workload_spec.clients.<client id>.rate_fraction`` (clients are addressed by ``id``).
+
+Prefill/decode options are recognised only to be refused: the simulator has no P/D split yet.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from blis.errors import ConfigError
+from objectives.metrics import SLO_CLASSES
+
+PD_SPLIT_MESSAGE = "prefill/decode disaggregation is not implemented in the simulator yet (issue: advanced serving features)"
+
+SCALAR_OPTIONS = frozenset(
+    """seed horizon model hardware tp dp latency_model alpha_coeffs beta_coeffs max_model_len
+    model_config_folder hardware_config gpu_memory_utilization total_kv_blocks max_num_seqs
+    max_num_batched_tokens block_size_in_tokens long_prefill_token_threshold num_instances
+    admission_policy admission_latency routing_latency token_bucket_capacity token_bucket_refill_rate
+    routing_policy scheduler preemption_policy snapshot_refresh_interval cache_signal_delay
+    workload rate num_requests concurrency think_time_ms prefix_tokens prompt_tokens
+    prompt_tokens_stdev prompt_tokens_min prompt_tokens_max output_tokens output_tokens_stdev
+    output_tokens_min output_tokens_max timeout""".split()
+)
+PD_OPTIONS = frozenset(
+    """prefill_instances decode_instances prefill_decode_instances pd_decider pd_transfer_bandwidth
+    pd_transfer_base_latency pd_transfer_contention pd_prefix_threshold prefill_routing_scorers
+    decode_routing_scorers prefill_tp decode_tp prefill_hardware decode_hardware
+    prefill_latency_model decode_latency_model prefill_max_model_len decode_max_model_len""".split()
+)
+SCORERS = frozenset(
+    """queue-depth kv-utilization load-balance active-requests running-requests load-aware vllm-dp
+    precise-prefix-cache prefix-affinity no-hit-lru lora-affinity""".split()
+)
+SLO_OPTIONS = ("slo_ttft", "slo_itl", "slo_e2e")
+
+_DIST = {"type": None, "params": {"<any>": None}, "file": None}
+_CLIENT = {
+    **dict.fromkeys(
+        """id tenant_id slo_class model adapter rate_fraction concurrency think_time_us prefix_group
+        prefix_length streaming timeout slo_target_us""".split()
+    ),
+    "arrival": dict.fromkeys(["process", "cv", "shape", "scale"]),
+    "input_distribution": _DIST,
+    "output_distribution": _DIST,
+}
+_SCHEMA = {
+    **dict.fromkeys(SCALAR_OPTIONS),
+    "routing_scorers": {"<scorer>": None},
+    **{opt: {"<tier>": None} for opt in SLO_OPTIONS},
+    "policy_config": {
+        "admission": {
+            **dict.fromkeys(
+                """policy token_bucket_capacity token_bucket_refill_rate tier_shed_threshold
+                tier_shed_min_priority gaie_qd_threshold gaie_kv_threshold""".split()
+            ),
+            "slo_priorities": {"<tier>": None},
+            "slo_targets": {"<tier>": None},
+            "probabilistic": {"<tier>": {"a": None, "b": None}},
+        },
+        "routing": {"policy": None, "scorers": {"<scorer>": None}},
+        "scheduler": None,
+        "preemption": {"policy": None},
+        "tenant_budgets": {"<any>": None},
+    },
+    "workload_spec": {
+        **dict.fromkeys(["seed", "category", "aggregate_rate", "num_requests", "horizon"]),
+        "clients": {"<client>": _CLIENT},
+        "goodput_slo_targets": {"<tier>": dict.fromkeys(["ttft_ms", "itl_ms", "e2e_ms"])},
+    },
+}
+# lists of records addressed by one of their fields: (path to the list) -> (key field, value field)
+_KEYED_LISTS = {("policy_config", "routing", "scorers"): ("name", "weight"), ("workload_spec", "clients"): ("id", None)}
+
+
+def client_ids(options: dict) -> list[str]:
+    spec = options.get("workload_spec")
+    if not isinstance(spec, dict):
+        return []
+    return [str(c.get("id")) for c in spec.get("clients") or [] if isinstance(c, dict)]
+
+
+def check_target(path: str, base: dict, field: str) -> None:
+    """Reject a target path that names no simulator option (ConfigError naming ``field``)."""
+    parts = path.split(".")
+    if parts[0] in PD_OPTIONS:
+        raise ConfigError("pd_split", PD_SPLIT_MESSAGE)
+    node: dict | None = _SCHEMA
+    for depth, part in enumerate(parts):
+        if node is None:
+            raise ConfigError(field, f"unknown parameter target {path!r}: {'.'.join(parts[:depth])} takes no sub-field")
+        if part in node:
+            node = node[part]
+            continue
+        wildcard = next((k for k in node if k.startswith("<")), None)
+        if wildcard is None:
+            where = ".".join(parts[:depth]) or "options"
+            known = ", ".join(sorted(node)) if depth else "any blis run option"
+            raise ConfigError(field, f"unknown parameter target {path!r}: {part!r} is not a field of {where} (known: {known})")
+        if wildcard == "<tier>" and part not in SLO_CLASSES:
+            raise ConfigError(field, f"unknown SLO tier {part!r} in {path!r} (known: {', '.join(SLO_CLASSES)})")
+        if wildcard == "<scorer>" and part not in SCORERS:
+            raise ConfigError(field, f"unknown routing scorer {part!r} in {path!r} (known: {', '.join(sorted(SCORERS))})")
+        if wildcard == "<client>" and part not in client_ids(base):
+            raise ConfigError(field, f"no client with id {part!r} in base.workload_spec (ids: {', '.join(client_ids(base)) or 'none'})")
+        node = node[wildcard]
+    if parts[0] in ("policy_config", "workload_spec") and len(parts) > 1 and not isinstance(base.get(parts[0], {}), dict):
+        raise ConfigError(field, f"{parts[0]} must be inline (or a file the study loader can read) to set {path!r}")
+
+
+def _parse_pairs(text: str, sep: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, (s.strip() for s in str(text or "").split(","))):
+        key, _, value = item.partition(sep)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _set_keyed(items: list, key_field: str, value_field: str | None, key: str, match: dict | None, value) -> None:
+    """Set one record of a keyed list: a scorer's weight (0 drops it) or a whole record."""
+    if value_field is None:
+        if match is not None:
+            items.remove(match)
+        items.append(value)
+    elif not value:
+        if match is not None:
+            items.remove(match)
+    elif match is not None:
+        match[value_field] = value
+    else:
+        items.append({key_field: key, value_field: value})
+
+
+def _set_nested(root: dict, prefix: tuple, keys: list[str], value) -> None:
+    node = root
+    for i, key in enumerate(keys):
+        here = prefix + tuple(keys[:i])
+        last = i == len(keys) - 1
+        if here in _KEYED_LISTS:
+            key_field, value_field = _KEYED_LISTS[here]
+            items = node
+            match = next((it for it in items if str(it.get(key_field)) == key), None)
+            if last:
+                _set_keyed(items, key_field, value_field, key, match, value)
+                return
+            if match is None:
+                match = {key_field: key}
+                items.append(match)
+            node = match
+            continue
+        if last:
+            node[key] = value
+            return
+        nxt_is_list = here + (key,) in _KEYED_LISTS
+        child = node.get(key)
+        if child is None:
+            child = [] if nxt_is_list else {}
+            node[key] = child
+        node = child
+
+
+def apply_params(base: dict, params: dict) -> dict:
+    """A deep copy of ``base`` options with every ``path -> value`` of ``params`` written in."""
+    options = copy.deepcopy(base)
+    for path, value in params.items():
+        parts = path.split(".")
+        root, rest = parts[0], parts[1:]
+        if not rest:
+            options[root] = value
+        elif root == "routing_scorers":
+            weights = _parse_pairs(options.get(root, ""), ":")
+            if value:
+                weights[rest[0]] = f"{value:g}"
+            else:
+                weights.pop(rest[0], None)
+            options[root] = ",".join(f"{k}:{w}" for k, w in weights.items())
+        elif root in SLO_OPTIONS:
+            targets = _parse_pairs(options.get(root, ""), "=")
+            targets[rest[0]] = f"{value:g}ms"
+            options[root] = ",".join(f"{k}={v}" for k, v in targets.items())
+        else:
+            _set_nested(options.setdefault(root, {}), (root,), rest, value)
+    return options

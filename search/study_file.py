@@ -1,0 +1,406 @@
+"""Study files: YAML -> validated ``StudySpec``, with every error reported before any trial runs.
+
+Errors are ``blis.errors.ConfigError`` naming the offending field (``parameters.tp.low``,
+``objectives[1].direction`` ...); the CLI prints them as one ``error: <field>: <message>`` line.
+See docs/search.md for the file reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from blis.errors import ConfigError
+from objectives.constraints import Constraint, parse_constraint
+from objectives.metrics import MAXIMIZE, MINIMIZE, SLO_CLASSES, MetricRef, parse_metric
+from objectives.objective import Objective
+from objectives.paths import PD_OPTIONS, PD_SPLIT_MESSAGE, SCALAR_OPTIONS, SLO_OPTIONS, apply_params, check_target
+from objectives.pricing import price_table
+from search.space import Parameter, parse_parameter
+
+TOP_LEVEL_KEYS = (
+    "name description seed sampler base parameters objectives constraints seeds baseline pricing trials trial_timeout"
+).split()
+SAMPLERS = {
+    "nsgaii": {"population_size": int, "mutation_prob": float, "crossover_prob": float, "swapping_prob": float},
+    "tpe": {"n_startup_trials": int, "n_ei_candidates": int, "multivariate": bool},
+}
+DEFAULT_POPULATION = 10
+_STRUCTURED = {"routing_scorers", "policy_config", "workload_spec", *SLO_OPTIONS}
+_DEPLOYMENT_TARGETS = {"model", "hardware", "tp", "dp", "num_instances"}
+_MAX_STATIC_COMBOS = 10_000
+
+
+@dataclass
+class StudySpec:
+    name: str
+    base: dict
+    parameters: list[Parameter]
+    objectives: list[tuple[MetricRef, str]]
+    constraints: list[Constraint] = field(default_factory=list)
+    description: str = ""
+    seed: int = 0
+    sampler: str = "nsgaii"
+    sampler_options: dict = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    baseline: dict = field(default_factory=dict)
+    pricing: dict = field(default_factory=dict)
+    trials: int | None = None
+    trial_timeout: float | None = None
+
+    @property
+    def directions(self) -> list[str]:
+        return [d for _, d in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [ref.name for ref, _ in self.objectives]
+
+    def objective(self, simulate: Callable[[dict], dict] | None = None) -> Objective:
+        return Objective(self.base, self.objectives, self.constraints, self.seeds, self.pricing, simulate)
+
+    def to_dict(self) -> dict:
+        """A self-contained, re-parseable form (stored with the study so reports need no YAML file)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "sampler": {"type": self.sampler, **self.sampler_options},
+            "base": self.base,
+            "parameters": {p.name: p.to_dict() for p in self.parameters},
+            "objectives": [{"metric": ref.name, "direction": d} for ref, d in self.objectives],
+            "constraints": [c.to_dict() for c in self.constraints],
+            "seeds": self.seeds,
+            "baseline": self.baseline,
+            "pricing": self.pricing,
+        }
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes what a trial means; budget and timeouts are excluded."""
+        d = self.to_dict()
+        keep = {k: d[k] for k in ("base", "parameters", "objectives", "constraints", "seeds", "pricing")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_study(path: str | Path, probe: Callable[[dict], object] | None = None) -> StudySpec:
+    """Read and validate a study file; ``probe`` (e.g. ``blis.options.build_config``) vets option values."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("study", f"file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError("study", f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("study", f"{path} must contain a mapping of study keys")
+    spec = parse_study(raw, base_dir=path.parent, default_name=path.stem)
+    if probe is not None:
+        probe_space(spec, probe)
+    return spec
+
+
+def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "study") -> StudySpec:
+    if "pd_split" in raw:
+        raise ConfigError("pd_split", PD_SPLIT_MESSAGE)
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(str(key), f"unknown top-level key (expected one of: {', '.join(TOP_LEVEL_KEYS)})")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError("name", f"must be a non-empty string without '/', got {name!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError("description", "must be a string")
+    base = _parse_base(raw.get("base", {}), base_dir)
+    parameters = _parse_parameters(raw.get("parameters"), base)
+    objectives = _parse_objectives(raw.get("objectives"))
+    constraints = _parse_list(raw.get("constraints", []), "constraints", parse_constraint)
+    refs = [ref for ref, _ in objectives] + [c.ref for c in constraints]
+    _check_metric_scope(refs, objectives, constraints, base, parameters)
+    spec = StudySpec(
+        name=name,
+        description=description.strip(),
+        base=base,
+        parameters=parameters,
+        objectives=objectives,
+        constraints=constraints,
+        seed=_int(raw.get("seed", 0), "seed"),
+        seeds=_parse_seeds(raw.get("seeds")),
+        pricing=price_table(raw.get("pricing")),
+        trials=_positive(raw.get("trials"), "trials", int),
+        trial_timeout=_positive(raw.get("trial_timeout"), "trial_timeout", float),
+    )
+    spec.sampler, spec.sampler_options = _parse_sampler(raw.get("sampler"), len(objectives))
+    spec.baseline = _parse_baseline(raw.get("baseline"), parameters)
+    _check_static_feasibility(spec)
+    return spec
+
+
+def _int(v: object, field: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(field, f"must be an integer, got {v!r}")
+    return v
+
+
+def _positive(v: object, field: str, kind: type):
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) or not v > 0:
+        raise ConfigError(field, f"must be a positive {'integer' if kind is int else 'number'}, got {v!r}")
+    return kind(v)
+
+
+def _parse_list(raw: object, field: str, parse_item) -> list:
+    if not isinstance(raw, list):
+        raise ConfigError(field, "must be a list")
+    return [parse_item(item, f"{field}[{i}]") for i, item in enumerate(raw)]
+
+
+def _load_inline(value: object, field: str, base_dir: Path | None) -> object:
+    """policy_config / workload_spec given as a file path are read in, so parameters can edit them."""
+    if not isinstance(value, str):
+        if not isinstance(value, dict):
+            raise ConfigError(field, "must be a mapping or a path to a YAML file")
+        return value
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(field, f"file not found: {path} (relative paths are relative to the study file)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(field, f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(field, f"{path} must contain a mapping")
+    return loaded
+
+
+def _parse_base(raw: object, base_dir: Path | None) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError("base", "must be a mapping of blis run options (flag names with dashes -> underscores)")
+    base = {}
+    for key, value in raw.items():
+        if key in PD_OPTIONS:
+            raise ConfigError("pd_split", PD_SPLIT_MESSAGE)
+        if key not in SCALAR_OPTIONS and key not in _STRUCTURED:
+            raise ConfigError(f"base.{key}", "unknown blis run option (use flag names with dashes -> underscores)")
+        if key in ("policy_config", "workload_spec"):
+            value = _load_inline(value, f"base.{key}", base_dir)
+        base[key] = value
+    return base
+
+
+def _parse_parameters(raw: object, base: dict) -> list[Parameter]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("parameters", "must be a non-empty mapping of target path -> parameter spec")
+    params: dict[str, Parameter] = {}
+    for name, spec in raw.items():
+        field_name = f"parameters.{name}"
+        check_target(str(name), base, field_name)
+        params[name] = parse_parameter(str(name), spec, field_name, params)
+    return list(params.values())
+
+
+def _parse_objectives(raw: object) -> list[tuple[MetricRef, str]]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("objectives", "must be a non-empty list of {metric, direction}")
+    out: list[tuple[MetricRef, str]] = []
+    for i, item in enumerate(raw):
+        field_name = f"objectives[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(field_name, "must be a mapping {metric: NAME, direction: minimize|maximize}")
+        unknown = set(item) - {"metric", "direction"}
+        if unknown:
+            raise ConfigError(f"{field_name}.{sorted(unknown)[0]}", "unknown key (expected metric, direction)")
+        ref = parse_metric(item.get("metric"), f"{field_name}.metric")
+        direction = item.get("direction", ref.metric.direction)
+        if direction not in (MINIMIZE, MAXIMIZE):
+            raise ConfigError(f"{field_name}.direction", f"must be minimize or maximize, got {direction!r}")
+        if any(r.name == ref.name for r, _ in out):
+            raise ConfigError(f"{field_name}.metric", f"{ref.name} is already an objective")
+        out.append((ref, direction))
+    return out
+
+
+def _workload_tiers(base: dict, parameters: list[Parameter]) -> set[str] | None:
+    """SLO tiers the workload will contain, or None when that is decided by a parameter."""
+    if any(p.name == "workload_spec" or p.name.endswith(".slo_class") for p in parameters):
+        return None
+    spec = base.get("workload_spec")
+    if not isinstance(spec, dict):
+        return set()
+    clients = spec.get("clients") or []
+    if not isinstance(clients, list) or spec.get("cohorts"):
+        return None
+    return {str(c.get("slo_class") or "default") for c in clients if isinstance(c, dict)}
+
+
+def _has_slo_targets(base: dict, parameters: list[Parameter]) -> bool:
+    spec = base.get("workload_spec")
+    return (
+        any(base.get(o) for o in SLO_OPTIONS)
+        or (isinstance(spec, dict) and bool(spec.get("goodput_slo_targets")))
+        or any(p.name.split(".")[0] in SLO_OPTIONS or ".goodput_slo_targets" in p.name for p in parameters)
+    )
+
+
+def _check_metric_scope(refs, objectives, constraints, base: dict, parameters: list[Parameter]) -> None:
+    fields = [f"objectives[{i}].metric" for i in range(len(objectives))]
+    fields += [f"constraints[{i}].metric" for i in range(len(constraints))]
+    tiers = _workload_tiers(base, parameters)
+    for ref, field_name in zip(refs, fields):
+        if ref.slo_class and tiers is not None and ref.slo_class not in tiers:
+            have = ", ".join(sorted(tiers)) or "none (no workload_spec with slo_class clients)"
+            raise ConfigError(field_name, f"SLO tier {ref.slo_class!r} is not in the workload (tiers: {have})")
+        if ref.metric.name in ("slo_attainment", "goodput_rps") and not _has_slo_targets(base, parameters):
+            raise ConfigError(
+                field_name,
+                f"{ref.metric.name} needs SLO targets: set base.slo_ttft / slo_itl / slo_e2e or workload_spec.goodput_slo_targets",
+            )
+
+
+def _parse_seeds(raw: object) -> list[int]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("seeds", "must be a non-empty list of integers")
+    seeds = [_int(s, f"seeds[{i}]") for i, s in enumerate(raw)]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", "duplicate seed")
+    return seeds
+
+
+def _parse_sampler(raw: object, n_objectives: int) -> tuple[str, dict]:
+    if raw is None:
+        raw = "nsgaii" if n_objectives > 1 else "tpe"
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError("sampler", "must be nsgaii, tpe, or a mapping {type: ..., <options>}")
+    kind = raw.get("type")
+    if kind not in SAMPLERS:
+        raise ConfigError("sampler.type", f"must be one of {', '.join(SAMPLERS)}, got {kind!r}")
+    options = {}
+    for key, value in raw.items():
+        if key == "type":
+            continue
+        expected = SAMPLERS[kind].get(key)
+        if expected is None:
+            raise ConfigError(f"sampler.{key}", f"unknown {kind} option (known: {', '.join(SAMPLERS[kind])})")
+        ok = isinstance(value, bool) if expected is bool else isinstance(value, (int, float) if expected is float else int)
+        if not ok or (expected is not bool and isinstance(value, bool)):
+            raise ConfigError(f"sampler.{key}", f"must be {expected.__name__}, got {value!r}")
+        options[key] = value
+    if kind == "nsgaii":
+        options.setdefault("population_size", DEFAULT_POPULATION)
+        if options["population_size"] < 2:
+            raise ConfigError("sampler.population_size", "must be >= 2")
+    return kind, options
+
+
+def _parse_baseline(raw: object, parameters: list[Parameter]) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("baseline", "must be a mapping of parameter -> value")
+    names = {p.name for p in parameters}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"baseline.{key}", "is not a parameter of this study")
+    baseline = {}
+    for p in parameters:
+        if not p.active(baseline):
+            if p.name in raw:
+                raise ConfigError(f"baseline.{p.name}", f"is inactive for this baseline (when: {dict(p.when)})")
+            continue
+        if p.name not in raw:
+            raise ConfigError(f"baseline.{p.name}", "missing: a baseline sets every active parameter")
+        if not p.contains(raw[p.name]):
+            raise ConfigError(f"baseline.{p.name}", f"{raw[p.name]!r} is outside the parameter's range/choices")
+        baseline[p.name] = raw[p.name]
+    return baseline
+
+
+def _check_static_feasibility(spec: StudySpec) -> None:
+    """Reject bounds on static metrics (cost, GPUs) that no point of the space can meet.
+
+    Cost is monotone in instances, TP and price, so the extremes of the deployment parameters
+    (every choice, both ends of each range) contain the cheapest point.
+    """
+    static = [(i, c) for i, c in enumerate(spec.constraints) if c.ref.metric.static]
+    uses_cost = any(ref.metric.static for ref, _ in spec.objectives) or static
+    if not uses_cost:
+        return
+    deploy = [p for p in spec.parameters if p.name in _DEPLOYMENT_TARGETS]
+    if math.prod(len(p.extremes()) for p in deploy) > _MAX_STATIC_COMBOS:
+        return
+    points = [apply_params(spec.base, dict(zip([p.name for p in deploy], combo))) for combo in itertools.product(*(p.extremes() for p in deploy))]
+    for options in points:
+        for ref, _ in spec.objectives:
+            if ref.metric.static:
+                ref.static_value(options, spec.pricing)
+    for i, c in static:
+        values = [c.ref.static_value(o, spec.pricing) for o in points]
+        if not any(c.satisfied(v) for v in values):
+            best = min(values) if c.max is not None else max(values)
+            raise ConfigError(f"constraints[{i}]", f"infeasible space: no configuration meets {c.name} (best possible {best:g})")
+
+
+def _blames(error: ConfigError, p: Parameter) -> bool:
+    f = str(error.field or "").lstrip("-").replace("-", "_")
+    root = p.name.split(".")[0]
+    return bool(f) and (f in (root, p.name) or f.startswith(root + ".") or p.name.endswith("." + f))
+
+
+def probe_space(spec: StudySpec, probe: Callable[[dict], object]) -> None:
+    """Let the simulator's own option validation vet the space before any trial runs.
+
+    Every extreme of every parameter is tried twice: with the other parameters at their first
+    extremes and at their last. A value is blamed only when it fails in both contexts and the
+    simulator names that parameter's option, so combinations that merely fail together (a big
+    model on one small GPU) stay legal trial failures.
+    """
+    contexts = []
+    for pick in (0, -1):
+        point: dict = {}
+        for p in spec.parameters:
+            if p.active(point):
+                point[p.name] = p.extremes()[pick]
+        contexts.append(point)
+    errors: list[ConfigError] = []
+    tried = 0
+
+    def attempt(params: dict) -> ConfigError | None:
+        nonlocal tried
+        tried += 1
+        try:
+            probe(apply_params(spec.base, params))
+        except ConfigError as e:
+            errors.append(e)
+            return e
+        return None
+
+    for point in contexts:
+        attempt(point)
+    for p in spec.parameters:
+        for value in p.extremes():
+            blamed = []
+            for point in contexts:
+                params = {**point, p.name: value}
+                if p.active(params):
+                    e = attempt(params)
+                    blamed.append(e if e is not None and _blames(e, p) else None)
+            if blamed and all(blamed):
+                raise ConfigError(f"parameters.{p.name}", f"value {value!r} is rejected by the simulator: {blamed[0].message}")
+    if len(errors) == tried:
+        e = errors[0]
+        where = f"base.{e.field}" if e.field in spec.base else (e.field or "parameters")
+        raise ConfigError(where, f"infeasible space: the simulator rejects every probed configuration, e.g. {e.message}")
