@@ -1,0 +1,340 @@
+"""TraceV2 files: a YAML header plus a CSV of one row per request (spec §14.14, §16.5).
+
+``write_trace`` / ``trace_rows_from_requests`` export a run (``--trace-output``); ``load_trace``
+rebuilds requests for ``blis replay`` in fixed session mode (every record injected at its
+recorded time). Token contents are not stored, so replay synthesises them from its own seed;
+only lengths, timing and metadata round-trip.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from blis.errors import ConfigError
+from blis.request import COMPLETED, MAX_TOKEN_ID, TIMED_OUT, Request
+from blis.rng import make_generator
+from blis.workload.spec import _Map, load_yaml, parse_goodput_targets
+
+TRACE_VERSION = 3
+
+COLUMNS = (
+    "request_id", "client_id", "tenant_id", "slo_class", "[vllm_priority]", "session_id",
+    "round_index", "prefix_group", "prefix_length", "streaming", "input_tokens", "output_tokens",
+    "text_tokens", "image_tokens", "audio_tokens", "video_tokens", "reason_ratio", "model",
+    "deadline_us", "[slo_target_us]", "server_input_tokens", "arrival_time_us", "send_time_us",
+    "first_chunk_time_us", "last_chunk_time_us", "num_chunks", "status", "error_message",
+    "finish_reason", "[x_request_id]", "[adapter]", "[think_time_us]",
+)
+"""Spec column order; bracketed columns are written only when some row uses them."""
+
+ALL_COLUMNS = tuple(c.strip("[]") for c in COLUMNS)
+OPTIONAL_COLUMNS = frozenset(c.strip("[]") for c in COLUMNS if c.startswith("["))
+REQUIRED_COLUMNS = tuple(c for c in ALL_COLUMNS if c not in OPTIONAL_COLUMNS)
+
+_INT_COLUMNS = frozenset((
+    "request_id", "round_index", "prefix_length", "input_tokens", "output_tokens", "text_tokens",
+    "image_tokens", "audio_tokens", "video_tokens", "deadline_us", "slo_target_us",
+    "server_input_tokens", "arrival_time_us", "send_time_us", "first_chunk_time_us",
+    "last_chunk_time_us", "num_chunks", "think_time_us"))
+_FLOAT_COLUMNS = frozenset(("reason_ratio", "vllm_priority"))
+_BOOL_COLUMNS = frozenset(("streaming",))
+STATUSES = ("ok", "timeout", "incomplete", "error")
+MODES = ("real", "generated", "replayed")
+
+_HEADER_KEYS = ("trace_version", "time_unit", "created_at", "mode", "warm_up_requests",
+                "workload_seed", "workload_spec", "session_context_growth", "server", "network",
+                "goodput_slo_targets", "kv_offload", "observed_kv_metrics")
+_SERVER_KEYS = ("type", "model", "tensor_parallel", "max_num_seqs", "block_size",
+                "gpu_memory_utilization", "max_model_len")
+_OBSERVED_KV_KEYS = ("source", "hit_rate", "block_hits", "block_queries", "read_time_total",
+                     "write_time_total", "vllm_commit")
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+def _status(req: Request) -> str:
+    if req.state == COMPLETED:
+        return "ok"
+    if req.state == TIMED_OUT:
+        return "timeout"
+    return "incomplete"
+
+
+def trace_rows_from_requests(requests: list[Request]) -> list[dict]:
+    """One row per request that reached the cluster, in the given (arrival-hook) order.
+
+    ``request_id`` is the row index; chunk times are absolute and only set once TTFT was set.
+    """
+    rows = []
+    for i, r in enumerate(requests):
+        first = last = 0
+        chunks = 0
+        if r.ttft_set:
+            first = r.arrival_time + int(r.first_token_time)
+            last = first + int(sum(r.itl))
+            chunks = 1 + len(r.itl)
+        rows.append({
+            "request_id": i, "client_id": r.client_id, "tenant_id": r.tenant_id,
+            "slo_class": r.slo_class, "vllm_priority": r.priority, "session_id": r.session_id,
+            "round_index": r.round_index, "prefix_group": r.prefix_group,
+            "prefix_length": r.prefix_length, "streaming": r.streaming,
+            "input_tokens": r.input_len - r.prefix_length, "output_tokens": r.output_len,
+            "text_tokens": r.text_tokens, "image_tokens": r.image_tokens,
+            "audio_tokens": r.audio_tokens, "video_tokens": r.video_tokens,
+            "reason_ratio": r.reason_ratio, "model": r.model, "deadline_us": r.deadline,
+            "slo_target_us": r.slo_target_us, "server_input_tokens": r.input_len,
+            "arrival_time_us": r.arrival_time, "send_time_us": r.arrival_time,
+            "first_chunk_time_us": first, "last_chunk_time_us": last, "num_chunks": chunks,
+            "status": _status(r), "error_message": "", "finish_reason": "",
+            "adapter": r.adapter, "think_time_us": r.think_time_us,
+        })
+    return rows
+
+
+def _fmt(col: str, v: Any) -> str:
+    if v is None:
+        return ""
+    if col in _BOOL_COLUMNS:
+        return "true" if v else "false"
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if f.is_integer() and abs(f) < 1e15:
+            return str(int(f))
+        return repr(f)
+    return str(v)
+
+
+def _columns_for(header: dict, rows: list[dict]) -> list[str]:
+    real = header.get("mode") == "real"
+
+    def used(col: str) -> bool:
+        if col == "vllm_priority":
+            return any(row.get("vllm_priority") for row in rows) or (
+                real and any(row.get("slo_class") for row in rows))
+        if col == "x_request_id":
+            return real
+        return any(row.get(col) for row in rows)
+
+    return [c for c in ALL_COLUMNS if c not in OPTIONAL_COLUMNS or used(c)]
+
+
+def write_trace(prefix: str | os.PathLike, header: dict, rows: list[dict]) -> tuple[str, str]:
+    """Write ``<prefix>.yaml`` (header) and ``<prefix>.csv`` (rows); returns both paths."""
+    prefix = os.fspath(prefix)
+    header_path, data_path = prefix + ".yaml", prefix + ".csv"
+    full = {"trace_version": TRACE_VERSION, "time_unit": "microseconds"}
+    full.update(header)
+    Path(header_path).write_text(yaml.safe_dump(full, sort_keys=False, default_flow_style=False))
+    cols = _columns_for(full, rows)
+    with open(data_path, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(cols)
+        for row in rows:
+            w.writerow([_fmt(c, row.get(c, _default(c))) for c in cols])
+    return header_path, data_path
+
+
+def _default(col: str) -> Any:
+    if col in _INT_COLUMNS:
+        return 0
+    if col in _FLOAT_COLUMNS:
+        return 0.0
+    if col in _BOOL_COLUMNS:
+        return False
+    if col == "status":
+        return "ok"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+def parse_trace_header(data: Any, field_name: str = "trace-header") -> dict:
+    """Validate a loaded header mapping strictly; returns it with goodput targets normalised."""
+    if data is None:
+        raise ConfigError(field_name, "is empty")
+    m = _Map(data, "", _HEADER_KEYS, field_name)
+    out: dict[str, Any] = {}
+    out["trace_version"] = m.integer("trace_version")
+    out["time_unit"] = m.text("time_unit")
+    if out["time_unit"] not in ("", "microseconds"):
+        raise ConfigError("time_unit", f"only 'microseconds' is supported, got {out['time_unit']!r}")
+    created = data.get("created_at")
+    out["created_at"] = "" if created is None else str(created)
+    out["mode"] = m.text("mode")
+    if out["mode"] not in ("",) + MODES:
+        raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {out['mode']!r}")
+    out["warm_up_requests"] = m.integer("warm_up_requests")
+    if out["warm_up_requests"] < 0:
+        raise ConfigError("warm_up_requests", f"must be >= 0, got {out['warm_up_requests']}")
+    out["workload_seed"] = m.integer("workload_seed")
+    ws = data.get("workload_spec")
+    if ws is not None and not isinstance(ws, (str, dict)):
+        raise ConfigError("workload_spec", "expected a string or a mapping")
+    out["workload_spec"] = ws if ws is not None else ""
+    out["session_context_growth"] = m.text("session_context_growth")
+    if out["session_context_growth"] not in ("", "accumulate"):
+        raise ConfigError("session_context_growth",
+                          f"must be empty or 'accumulate', got {out['session_context_growth']!r}")
+    if m.has("server"):
+        sm = _Map(m.raw("server"), "server", _SERVER_KEYS, field_name)
+        out["server"] = {
+            "type": sm.text("type"), "model": sm.text("model"),
+            "tensor_parallel": sm.integer("tensor_parallel"), "max_num_seqs": sm.integer("max_num_seqs"),
+            "block_size": sm.integer("block_size"),
+            "gpu_memory_utilization": sm.number("gpu_memory_utilization"),
+            "max_model_len": sm.integer("max_model_len")}
+    if m.has("network"):
+        nm = _Map(m.raw("network"), "network", ("measured_rtt_ms",), field_name)
+        out["network"] = {"measured_rtt_ms": nm.number("measured_rtt_ms")}
+    out["goodput_slo_targets"] = parse_goodput_targets(m.raw("goodput_slo_targets"),
+                                                       root_name=field_name)
+    if m.has("kv_offload"):
+        if not isinstance(m.raw("kv_offload"), dict):
+            raise ConfigError("kv_offload", "expected a mapping")
+        out["kv_offload"] = m.raw("kv_offload")
+    if m.has("observed_kv_metrics"):
+        om = _Map(m.raw("observed_kv_metrics"), "observed_kv_metrics", _OBSERVED_KV_KEYS, field_name)
+        out["observed_kv_metrics"] = {
+            "source": om.text("source"), "hit_rate": om.number("hit_rate"),
+            "block_hits": om.integer("block_hits"), "block_queries": om.integer("block_queries"),
+            "read_time_total": om.number("read_time_total"),
+            "write_time_total": om.number("write_time_total"), "vllm_commit": om.text("vllm_commit")}
+    return out
+
+
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+def _parse_cell(col: str, text: str, where: str) -> Any:
+    if col in _INT_COLUMNS:
+        if text == "" and col in OPTIONAL_COLUMNS:
+            return 0
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(where, f"expected an integer, got {text!r}") from None
+    if col in _FLOAT_COLUMNS:
+        if text == "":
+            return 0.0
+        try:
+            v = float(text)
+        except ValueError:
+            raise ConfigError(where, f"expected a number, got {text!r}") from None
+        if not math.isfinite(v):
+            raise ConfigError(where, f"must be finite, got {text!r}")
+        return v
+    if col in _BOOL_COLUMNS:
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(where, f"expected true or false, got {text!r}")
+    return text
+
+
+def read_trace_rows(data_path: str | os.PathLike) -> list[dict]:
+    """Typed rows of a TraceV2 CSV; columns are matched by name and must be known."""
+    try:
+        fh = open(data_path, newline="")
+    except OSError as exc:
+        raise ConfigError("trace-data", f"cannot read {os.fspath(data_path)}: "
+                                        f"{exc.strerror or exc}") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            names = next(reader)
+        except StopIteration:
+            raise ConfigError("trace-data", "empty CSV (no header row)") from None
+        except csv.Error as exc:
+            raise ConfigError("trace-data", f"invalid CSV: {exc}") from None
+        names = [n.strip() for n in names]
+        for n in names:
+            if n not in ALL_COLUMNS:
+                raise ConfigError(f"trace-data.{n}", "unknown column")
+        if len(set(names)) != len(names):
+            raise ConfigError("trace-data", "duplicate column names")
+        for n in REQUIRED_COLUMNS:
+            if n not in names:
+                raise ConfigError(f"trace-data.{n}", "required column missing")
+        rows = []
+        try:
+            for line_no, cells in enumerate(reader, start=2):
+                if not cells:
+                    continue
+                if len(cells) != len(names):
+                    raise ConfigError(f"trace-data line {line_no}",
+                                      f"has {len(cells)} cells, expected {len(names)}")
+                row = {n: _parse_cell(n, cell, f"trace-data line {line_no}: {n}")
+                       for n, cell in zip(names, cells)}
+                if row["status"] not in STATUSES:
+                    raise ConfigError(f"trace-data line {line_no}: status",
+                                      f"must be one of {', '.join(STATUSES)}, got {row['status']!r}")
+                for n in ("input_tokens", "output_tokens", "prefix_length", "arrival_time_us",
+                          "send_time_us", "deadline_us", "server_input_tokens"):
+                    if row[n] < 0:
+                        raise ConfigError(f"trace-data line {line_no}: {n}", f"must be >= 0, got {row[n]}")
+                rows.append(row)
+        except csv.Error as exc:
+            raise ConfigError("trace-data", f"invalid CSV: {exc}") from None
+    return rows
+
+
+def load_trace(header_path: str | os.PathLike, data_path: str | os.PathLike,
+               seed: int = 42) -> tuple[dict, list[Request]]:
+    """Header and requests of a TraceV2 trace for fixed-mode replay, sorted by arrival (stable).
+
+    Token ids come from ``Rand(seed)``: one prefix per group (first-seen order, length from that
+    record), then per record its input suffix and output tokens.
+    """
+    header = parse_trace_header(load_yaml(header_path, "trace-header"))
+    rows = read_trace_rows(data_path)
+    rng = make_generator(int(seed))
+    prefixes: dict[str, np.ndarray] = {}
+    for row in rows:
+        g = row["prefix_group"]
+        if g and g not in prefixes:
+            prefixes[g] = rng.integers(0, MAX_TOKEN_ID, size=row["prefix_length"], dtype=np.int32)
+    empty = np.empty(0, dtype=np.int32)
+    seen_ids: set[int] = set()
+    requests = []
+    for row in rows:
+        if row["request_id"] in seen_ids:
+            raise ConfigError("trace-data", f"duplicate request_id {row['request_id']}")
+        seen_ids.add(row["request_id"])
+        group = row["prefix_group"]
+        prefix = prefixes[group] if group else empty
+        n_in = row["server_input_tokens"] if row["server_input_tokens"] > 0 and not group \
+            else row["input_tokens"]
+        n_out = row["output_tokens"]
+        toks = rng.integers(0, MAX_TOKEN_ID, size=n_in + n_out, dtype=np.int32)
+        inp = np.concatenate((prefix, toks[:n_in])) if prefix.shape[0] else toks[:n_in]
+        arrival = row["send_time_us"] if row["send_time_us"] > 0 else row["arrival_time_us"]
+        req = Request(
+            f"request_{row['request_id']}", inp, toks[n_in:], arrival, max_output_len=n_out,
+            deadline=row["deadline_us"], slo_class=row["slo_class"], tenant_id=row["tenant_id"],
+            model=row["model"], client_id=row["client_id"], prefix_group=group,
+            prefix_length=int(prefix.shape[0]), session_id=row["session_id"],
+            round_index=row["round_index"], streaming=row["streaming"],
+            adapter=row.get("adapter", ""), slo_target_us=row.get("slo_target_us", 0),
+            reason_ratio=row["reason_ratio"], think_time_us=row.get("think_time_us", 0))
+        req.text_tokens = row["text_tokens"]
+        req.image_tokens = row["image_tokens"]
+        req.audio_tokens = row["audio_tokens"]
+        req.video_tokens = row["video_tokens"]
+        requests.append(req)
+    requests.sort(key=lambda r: r.arrival_time)
+    return header, requests
