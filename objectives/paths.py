@@ -2,8 +2,8 @@
 
 Grammar (``<x>`` = a name chosen by the user):
 
-* ``<option>`` - any ``blis run`` option by its flag name with dashes -> underscores
-  (``num_instances``, ``hardware``, ``tp``, ``max_num_seqs``, ``admission_policy``, ...).
+* ``<option>`` - any ``blis run`` option (``blis.options.OPTIONS``) by its flag name with dashes
+  -> underscores (``num_instances``, ``hardware``, ``tp``, ``max_num_seqs``, ``admission_policy``...).
 * ``routing_scorers.<scorer>`` - weight of one scorer inside the ``routing_scorers``
   ``name:weight,...`` string; weight 0 removes the scorer.
 * ``slo_ttft.<tier>`` / ``slo_itl.<tier>`` / ``slo_e2e.<tier>`` - an SLO target in ms inside the
@@ -22,20 +22,14 @@ from __future__ import annotations
 import copy
 
 from blis.errors import ConfigError
+from blis.options import OPTIONS
 from objectives.metrics import SLO_CLASSES
 
 PD_SPLIT_MESSAGE = "prefill/decode disaggregation is not implemented in the simulator yet (issue: advanced serving features)"
 
-SCALAR_OPTIONS = frozenset(
-    """seed horizon model hardware tp dp latency_model alpha_coeffs beta_coeffs max_model_len
-    model_config_folder hardware_config gpu_memory_utilization total_kv_blocks max_num_seqs
-    max_num_batched_tokens block_size_in_tokens long_prefill_token_threshold num_instances
-    admission_policy admission_latency routing_latency token_bucket_capacity token_bucket_refill_rate
-    routing_policy scheduler preemption_policy snapshot_refresh_interval cache_signal_delay
-    workload rate num_requests concurrency think_time_ms prefix_tokens prompt_tokens
-    prompt_tokens_stdev prompt_tokens_min prompt_tokens_max output_tokens output_tokens_stdev
-    output_tokens_min output_tokens_max timeout""".split()
-)
+SLO_OPTIONS = ("slo_ttft", "slo_itl", "slo_e2e")
+STRUCTURED_OPTIONS = frozenset({"routing_scorers", "policy_config", "workload_spec", *SLO_OPTIONS})
+SCALAR_OPTIONS = frozenset(OPTIONS) - STRUCTURED_OPTIONS
 PD_OPTIONS = frozenset(
     """prefill_instances decode_instances prefill_decode_instances pd_decider pd_transfer_bandwidth
     pd_transfer_base_latency pd_transfer_contention pd_prefix_threshold prefill_routing_scorers
@@ -46,7 +40,6 @@ SCORERS = frozenset(
     """queue-depth kv-utilization load-balance active-requests running-requests load-aware vllm-dp
     precise-prefix-cache prefix-affinity no-hit-lru lora-affinity""".split()
 )
-SLO_OPTIONS = ("slo_ttft", "slo_itl", "slo_e2e")
 
 _DIST = {"type": None, "params": {"<any>": None}, "file": None}
 _CLIENT = {
@@ -69,7 +62,6 @@ _SCHEMA = {
                 tier_shed_min_priority gaie_qd_threshold gaie_kv_threshold""".split()
             ),
             "slo_priorities": {"<tier>": None},
-            "slo_targets": {"<tier>": None},
             "probabilistic": {"<tier>": {"a": None, "b": None}},
         },
         "routing": {"policy": None, "scorers": {"<scorer>": None}},

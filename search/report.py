@@ -84,14 +84,8 @@ def blis_run_command(spec: StudySpec, params: dict, config_dir: Path) -> str:
             if not path.exists():
                 path.write_text(text)
             value = str(path)
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            words.append(flag)
-        elif value is False:
-            words.append(f"{flag}=false")
-        else:
-            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-            words += [flag, shlex.quote(text)]
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        words += ["--" + key.replace("_", "-"), shlex.quote(text)]
     return " ".join(words)
 
 

@@ -21,7 +21,7 @@ from blis.errors import ConfigError
 from objectives.constraints import Constraint, parse_constraint
 from objectives.metrics import MAXIMIZE, MINIMIZE, SLO_CLASSES, MetricRef, parse_metric
 from objectives.objective import Objective
-from objectives.paths import PD_OPTIONS, PD_SPLIT_MESSAGE, SCALAR_OPTIONS, SLO_OPTIONS, apply_params, check_target
+from objectives.paths import PD_OPTIONS, PD_SPLIT_MESSAGE, SCALAR_OPTIONS, SLO_OPTIONS, STRUCTURED_OPTIONS, apply_params, check_target
 from objectives.pricing import price_table
 from search.space import Parameter, parse_parameter
 
@@ -33,7 +33,6 @@ SAMPLERS = {
     "tpe": {"n_startup_trials": int, "n_ei_candidates": int, "multivariate": bool},
 }
 DEFAULT_POPULATION = 10
-_STRUCTURED = {"routing_scorers", "policy_config", "workload_spec", *SLO_OPTIONS}
 _DEPLOYMENT_TARGETS = {"model", "hardware", "tp", "dp", "num_instances"}
 _MAX_STATIC_COMBOS = 10_000
 
@@ -190,7 +189,7 @@ def _parse_base(raw: object, base_dir: Path | None) -> dict:
     for key, value in raw.items():
         if key in PD_OPTIONS:
             raise ConfigError("pd_split", PD_SPLIT_MESSAGE)
-        if key not in SCALAR_OPTIONS and key not in _STRUCTURED:
+        if key not in SCALAR_OPTIONS and key not in STRUCTURED_OPTIONS:
             raise ConfigError(f"base.{key}", "unknown blis run option (use flag names with dashes -> underscores)")
         if key in ("policy_config", "workload_spec"):
             value = _load_inline(value, f"base.{key}", base_dir)

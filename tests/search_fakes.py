@@ -124,7 +124,7 @@ def study_dict(**overrides) -> dict:
         "parameters": {
             "num_instances": {"type": "int", "low": 1, "high": 6},
             "hardware": {"type": "categorical", "choices": ["H100", "A100-80", "L40S"]},
-            "max_num_batched_tokens": {"type": "float", "low": 512, "high": 8192, "log": True},
+            "max_num_batched_tokens": {"type": "int", "low": 256, "high": 8192, "log": True},
         },
         "objectives": [
             {"metric": "ttft_p90_ms@critical", "direction": "minimize"},
