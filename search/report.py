@@ -143,7 +143,7 @@ def _baseline_row(df: pd.DataFrame):
     return rows.iloc[0] if len(rows) else None
 
 
-def _recommendations(spec: StudySpec, df: pd.DataFrame, front: pd.DataFrame, baseline) -> str:
+def _recommendations(spec: StudySpec, df: pd.DataFrame, front: pd.DataFrame, baseline, params_of: dict) -> str:
     counts = Counter(df["state"])
     lines = [f"# Recommendations: {spec.name}", ""]
     if spec.description:
@@ -189,8 +189,8 @@ def _recommendations(spec: StudySpec, df: pd.DataFrame, front: pd.DataFrame, bas
         extras = [c for c in row.index if c.startswith("metric:") and "@" not in c and _finite(row[c]) is not None]
         if extras:
             lines += ["", "Other metrics: " + ", ".join(f"{c[7:]}={_fmt(row[c])}" for c in extras)]
-        params = [c for c in row.index if c.startswith("param:") and not pd.isna(row[c])]
-        lines += ["", "Parameters: " + ", ".join(f"`{c[6:]}={row[c]}`" for c in params), "", "```sh", row["command"], "```", ""]
+        params = params_of[int(row["trial"])]
+        lines += ["", "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in params.items()), "", "```sh", row["command"], "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -267,7 +267,7 @@ def write_report(out_dir: str | Path, study: optuna.Study | None = None, spec: S
     files = [out_dir / "trials.csv", out_dir / "pareto.csv", out_dir / "recommendations.md", out_dir / "summary.json"]
     df.to_csv(files[0], index=False)
     front.to_csv(files[1], index=False)
-    files[2].write_text(_recommendations(spec, df, front, baseline))
+    files[2].write_text(_recommendations(spec, df, front, baseline, {n: t.params for n, t in by_number.items()}))
     files += _plots(spec, df, out_dir)
     counts = Counter(df["state"])
     summary = {

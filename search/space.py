@@ -57,7 +57,9 @@ class Parameter:
         if self.kind == "categorical":
             d["choices"] = list(self.choices)
         else:
-            d.update(low=self.low, high=self.high, step=self.step, log=self.log)
+            d.update(low=self.low, high=self.high, log=self.log)
+            if self.step is not None:
+                d["step"] = self.step
         if self.when:
             d["when"] = {k: list(v) for k, v in self.when.items()}
         return d

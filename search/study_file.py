@@ -67,7 +67,7 @@ class StudySpec:
 
     def to_dict(self) -> dict:
         """A self-contained, re-parseable form (stored with the study so reports need no YAML file)."""
-        return {
+        d = {
             "name": self.name,
             "description": self.description,
             "seed": self.seed,
@@ -76,15 +76,18 @@ class StudySpec:
             "parameters": {p.name: p.to_dict() for p in self.parameters},
             "objectives": [{"metric": ref.name, "direction": d} for ref, d in self.objectives],
             "constraints": [c.to_dict() for c in self.constraints],
-            "seeds": self.seeds,
-            "baseline": self.baseline,
             "pricing": self.pricing,
         }
+        if self.seeds:
+            d["seeds"] = self.seeds
+        if self.baseline:
+            d["baseline"] = self.baseline
+        return d
 
     def fingerprint(self) -> str:
         """Hash of everything that changes what a trial means; budget and timeouts are excluded."""
         d = self.to_dict()
-        keep = {k: d[k] for k in ("base", "parameters", "objectives", "constraints", "seeds", "pricing")}
+        keep = {k: d.get(k) for k in ("base", "parameters", "objectives", "constraints", "seeds", "pricing")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
