@@ -182,17 +182,11 @@ class _Plan:
         p = prefix.shape[0]
         seg = p + in_len + out_len
         starts = np.concatenate(([0], np.cumsum(seg)[:-1])) if n else np.empty(0, dtype=np.int64)
-        draws = self.tok_rng.integers(0, MAX_TOKEN_ID, size=int(in_len.sum() + out_len.sum()),
-                                      dtype=np.int32)
+        # one vectorised draw for every segment [prefix | input | output]; the prefix slots are
+        # then stamped over, which keeps each request's tokens a function of earlier ones only
+        buf = self.tok_rng.integers(0, MAX_TOKEN_ID, size=int(seg.sum()), dtype=np.int32)
         if p:
-            buf = np.empty(int(seg.sum()), dtype=np.int32)
-            pos = (starts[:, None] + np.arange(p)[None, :]).ravel()
-            mask = np.ones(buf.shape[0], dtype=bool)
-            mask[pos] = False
-            buf[mask] = draws
-            buf[pos] = np.tile(prefix, n)
-        else:
-            buf = draws
+            _stamp_prefix(buf, prefix, starts)
         arrivals = self.arrivals[local]
         timeout = self.timeout
         out = []
@@ -261,6 +255,18 @@ class _Plan:
                     reason_ratio=self.rec_rr[li], think_time_us=mt.think_time_us))
             k = j
         return out
+
+
+def _stamp_prefix(buf: np.ndarray, prefix: np.ndarray, starts: np.ndarray,
+                  chunk: int = 8192) -> None:
+    """Overwrite the first ``len(prefix)`` slots of every request segment with the prefix.
+
+    Chunking bounds the temporary index arrays (chunk × prefix length).
+    """
+    offs = np.arange(prefix.shape[0])
+    for k0 in range(0, starts.shape[0], chunk):
+        block = starts[k0:k0 + chunk]
+        buf[(block[:, None] + offs[None, :]).ravel()] = np.tile(prefix, block.shape[0])
 
 
 def _multimodal_lengths(mm: MultimodalSpec, path: str, rng, n: int) -> dict[str, np.ndarray]:

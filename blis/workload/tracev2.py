@@ -115,6 +115,17 @@ def _fmt(col: str, v: Any) -> str:
     return str(v)
 
 
+def _plain(v: Any) -> Any:
+    """numpy scalars and tuples -> plain YAML-safe Python values."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
 def _columns_for(header: dict, rows: list[dict]) -> list[str]:
     real = header.get("mode") == "real"
 
@@ -130,11 +141,15 @@ def _columns_for(header: dict, rows: list[dict]) -> list[str]:
 
 
 def write_trace(prefix: str | os.PathLike, header: dict, rows: list[dict]) -> tuple[str, str]:
-    """Write ``<prefix>.yaml`` (header) and ``<prefix>.csv`` (rows); returns both paths."""
+    """Write ``<prefix>.yaml`` (header) and ``<prefix>.csv`` (rows); returns both paths.
+
+    The header is validated with the same strict rules ``load_trace`` applies, so a trace this
+    writes always loads back.
+    """
     prefix = os.fspath(prefix)
     header_path, data_path = prefix + ".yaml", prefix + ".csv"
-    full = {"trace_version": TRACE_VERSION, "time_unit": "microseconds"}
-    full.update(header)
+    full = _plain({"trace_version": TRACE_VERSION, "time_unit": "microseconds", **header})
+    parse_trace_header(full)
     Path(header_path).write_text(yaml.safe_dump(full, sort_keys=False, default_flow_style=False))
     cols = _columns_for(full, rows)
     with open(data_path, "w", newline="") as fh:
@@ -219,78 +234,95 @@ _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
 
-def _parse_cell(col: str, text: str, where: str) -> Any:
+def _column_parser(col: str):
+    """Converter for one column's cell text (raises ValueError on bad text)."""
     if col in _INT_COLUMNS:
-        if text == "" and col in OPTIONAL_COLUMNS:
-            return 0
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(where, f"expected an integer, got {text!r}") from None
+        optional = col in OPTIONAL_COLUMNS
+        return lambda t: 0 if optional and t == "" else int(t)
     if col in _FLOAT_COLUMNS:
-        if text == "":
-            return 0.0
-        try:
-            v = float(text)
-        except ValueError:
-            raise ConfigError(where, f"expected a number, got {text!r}") from None
-        if not math.isfinite(v):
-            raise ConfigError(where, f"must be finite, got {text!r}")
-        return v
+        def to_float(t):
+            v = 0.0 if t == "" else float(t)
+            if not math.isfinite(v):
+                raise ValueError(t)
+            return v
+        return to_float
     if col in _BOOL_COLUMNS:
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ConfigError(where, f"expected true or false, got {text!r}")
-    return text
+        def to_bool(t):
+            if t in _TRUE:
+                return True
+            if t in _FALSE:
+                return False
+            raise ValueError(t)
+        return to_bool
+    return None
+
+
+_EXPECTED = {"int": "an integer", "float": "a finite number", "bool": "true or false"}
+_NON_NEGATIVE = ("input_tokens", "output_tokens", "prefix_length", "arrival_time_us",
+                 "send_time_us", "deadline_us", "server_input_tokens")
+
+
+def _kind(col: str) -> str:
+    return "int" if col in _INT_COLUMNS else "float" if col in _FLOAT_COLUMNS else "bool"
 
 
 def read_trace_rows(data_path: str | os.PathLike) -> list[dict]:
-    """Typed rows of a TraceV2 CSV; columns are matched by name and must be known."""
+    """Typed rows of a TraceV2 CSV; columns are matched by name and must be known.
+
+    Cells are converted column by column (fast for large traces); errors name the CSV line.
+    """
     try:
         fh = open(data_path, newline="")
     except OSError as exc:
         raise ConfigError("trace-data", f"cannot read {os.fspath(data_path)}: "
                                         f"{exc.strerror or exc}") from None
     with fh:
-        reader = csv.reader(fh)
         try:
-            names = next(reader)
-        except StopIteration:
-            raise ConfigError("trace-data", "empty CSV (no header row)") from None
+            lines = [(i, cells) for i, cells in enumerate(csv.reader(fh), start=1) if cells]
         except csv.Error as exc:
             raise ConfigError("trace-data", f"invalid CSV: {exc}") from None
-        names = [n.strip() for n in names]
-        for n in names:
-            if n not in ALL_COLUMNS:
-                raise ConfigError(f"trace-data.{n}", "unknown column")
-        if len(set(names)) != len(names):
-            raise ConfigError("trace-data", "duplicate column names")
-        for n in REQUIRED_COLUMNS:
-            if n not in names:
-                raise ConfigError(f"trace-data.{n}", "required column missing")
-        rows = []
+    if not lines:
+        raise ConfigError("trace-data", "empty CSV (no header row)")
+    names = [n.strip() for n in lines[0][1]]
+    for n in names:
+        if n not in ALL_COLUMNS:
+            raise ConfigError(f"trace-data.{n}", "unknown column")
+    if len(set(names)) != len(names):
+        raise ConfigError("trace-data", "duplicate column names")
+    for n in REQUIRED_COLUMNS:
+        if n not in names:
+            raise ConfigError(f"trace-data.{n}", "required column missing")
+    body = lines[1:]
+    for line_no, cells in body:
+        if len(cells) != len(names):
+            raise ConfigError(f"trace-data line {line_no}",
+                              f"has {len(cells)} cells, expected {len(names)}")
+    columns: list[list] = []
+    for j, name in enumerate(names):
+        raw = [cells[j] for _, cells in body]
+        conv = _column_parser(name)
+        if conv is None:
+            columns.append(raw)
+            continue
         try:
-            for line_no, cells in enumerate(reader, start=2):
-                if not cells:
-                    continue
-                if len(cells) != len(names):
-                    raise ConfigError(f"trace-data line {line_no}",
-                                      f"has {len(cells)} cells, expected {len(names)}")
-                row = {n: _parse_cell(n, cell, f"trace-data line {line_no}: {n}")
-                       for n, cell in zip(names, cells)}
-                if row["status"] not in STATUSES:
-                    raise ConfigError(f"trace-data line {line_no}: status",
-                                      f"must be one of {', '.join(STATUSES)}, got {row['status']!r}")
-                for n in ("input_tokens", "output_tokens", "prefix_length", "arrival_time_us",
-                          "send_time_us", "deadline_us", "server_input_tokens"):
-                    if row[n] < 0:
-                        raise ConfigError(f"trace-data line {line_no}: {n}", f"must be >= 0, got {row[n]}")
-                rows.append(row)
-        except csv.Error as exc:
-            raise ConfigError("trace-data", f"invalid CSV: {exc}") from None
-    return rows
+            columns.append([conv(t) for t in raw])
+        except ValueError:
+            for (line_no, _), t in zip(body, raw):
+                try:
+                    conv(t)
+                except ValueError:
+                    raise ConfigError(f"trace-data line {line_no}: {name}",
+                                      f"expected {_EXPECTED[_kind(name)]}, got {t!r}") from None
+    by_name = dict(zip(names, columns))
+    for (line_no, _), status in zip(body, by_name["status"]):
+        if status not in STATUSES:
+            raise ConfigError(f"trace-data line {line_no}: status",
+                              f"must be one of {', '.join(STATUSES)}, got {status!r}")
+    for name in _NON_NEGATIVE:
+        for (line_no, _), v in zip(body, by_name[name]):
+            if v < 0:
+                raise ConfigError(f"trace-data line {line_no}: {name}", f"must be >= 0, got {v}")
+    return [dict(zip(names, vals)) for vals in zip(*columns)] if body else []
 
 
 def load_trace(header_path: str | os.PathLike, data_path: str | os.PathLike,
@@ -298,7 +330,8 @@ def load_trace(header_path: str | os.PathLike, data_path: str | os.PathLike,
     """Header and requests of a TraceV2 trace for fixed-mode replay, sorted by arrival (stable).
 
     Token ids come from ``Rand(seed)``: one prefix per group (first-seen order, length from that
-    record), then per record its input suffix and output tokens.
+    record), then every record's input suffix and output tokens in record order (one vectorised
+    draw).
     """
     header = parse_trace_header(load_yaml(header_path, "trace-header"))
     rows = read_trace_rows(data_path)
@@ -308,29 +341,33 @@ def load_trace(header_path: str | os.PathLike, data_path: str | os.PathLike,
         g = row["prefix_group"]
         if g and g not in prefixes:
             prefixes[g] = rng.integers(0, MAX_TOKEN_ID, size=row["prefix_length"], dtype=np.int32)
-    empty = np.empty(0, dtype=np.int32)
+    n_in = [row["server_input_tokens"] if row["server_input_tokens"] > 0 and not row["prefix_group"]
+            else row["input_tokens"] for row in rows]
+    n_out = [row["output_tokens"] for row in rows]
+    draws = rng.integers(0, MAX_TOKEN_ID, size=sum(n_in) + sum(n_out), dtype=np.int32)
     seen_ids: set[int] = set()
     requests = []
-    for row in rows:
+    pos = 0
+    for row, ni, no in zip(rows, n_in, n_out):
         if row["request_id"] in seen_ids:
             raise ConfigError("trace-data", f"duplicate request_id {row['request_id']}")
         seen_ids.add(row["request_id"])
         group = row["prefix_group"]
-        prefix = prefixes[group] if group else empty
-        n_in = row["server_input_tokens"] if row["server_input_tokens"] > 0 and not group \
-            else row["input_tokens"]
-        n_out = row["output_tokens"]
-        toks = rng.integers(0, MAX_TOKEN_ID, size=n_in + n_out, dtype=np.int32)
-        inp = np.concatenate((prefix, toks[:n_in])) if prefix.shape[0] else toks[:n_in]
+        suffix = draws[pos:pos + ni]
+        out = draws[pos + ni:pos + ni + no]
+        pos += ni + no
+        prefix = prefixes.get(group) if group else None
+        inp = np.concatenate((prefix, suffix)) if prefix is not None and prefix.shape[0] else suffix
         arrival = row["send_time_us"] if row["send_time_us"] > 0 else row["arrival_time_us"]
         req = Request(
-            f"request_{row['request_id']}", inp, toks[n_in:], arrival, max_output_len=n_out,
+            f"request_{row['request_id']}", inp, out, arrival, max_output_len=no,
             deadline=row["deadline_us"], slo_class=row["slo_class"], tenant_id=row["tenant_id"],
             model=row["model"], client_id=row["client_id"], prefix_group=group,
-            prefix_length=int(prefix.shape[0]), session_id=row["session_id"],
-            round_index=row["round_index"], streaming=row["streaming"],
-            adapter=row.get("adapter", ""), slo_target_us=row.get("slo_target_us", 0),
-            reason_ratio=row["reason_ratio"], think_time_us=row.get("think_time_us", 0))
+            prefix_length=0 if prefix is None else int(prefix.shape[0]),
+            session_id=row["session_id"], round_index=row["round_index"],
+            streaming=row["streaming"], adapter=row.get("adapter", ""),
+            slo_target_us=row.get("slo_target_us", 0), reason_ratio=row["reason_ratio"],
+            think_time_us=row.get("think_time_us", 0))
         req.text_tokens = row["text_tokens"]
         req.image_tokens = row["image_tokens"]
         req.audio_tokens = row["audio_tokens"]
