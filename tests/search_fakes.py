@@ -45,6 +45,7 @@ def simulate(options: dict) -> dict:
     served_rate = rate * (1 - shed / 3)
     rho = served_rate / capacity
     ttft = 20.0 / (1 - rho) if rho < 0.95 else 400.0 * rho
+    ttft *= 1 + 1024 / int(options.get("max_num_batched_tokens", 2048))  # small token budgets slow prefill
     seed_jitter = 1 + (int(options.get("seed", 0)) % 7) / 100
     completed = round(num * (1 - shed / 3))
     backlog = min(completed, round(num * (rho - 1.2))) if rho > 1.2 else 0
