@@ -26,6 +26,7 @@ from blis.workload.tracev2 import (
     load_trace,
     parse_trace_header,
     read_trace_rows,
+    trace_header_for_run,
     trace_rows_from_requests,
     write_trace,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ReasoningSpec", "WorkloadSpec", "client_rates", "compute_deadline", "expand_cohorts",
     "generate_requests", "load_trace", "make_arrival_sampler", "make_length_sampler",
     "parse_goodput_targets", "parse_trace_header", "parse_workload_spec", "preset_spec",
-    "read_trace_rows", "spec_to_dict", "synthesize_distribution_spec", "trace_rows_from_requests",
+    "read_trace_rows", "spec_to_dict", "synthesize_distribution_spec", "trace_header_for_run",
+    "trace_rows_from_requests",
     "write_trace",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -97,6 +98,7 @@ class _Plan:
 
     # -- phase 1 helpers ------------------------------------------------------------------
 
+    @cached_property
     def reason_ratio_sampler(self) -> LengthSampler | None:
         r = self.spec.reasoning
         if r is None or r.reason_ratio_distribution is None:
@@ -108,7 +110,7 @@ class _Plan:
                      windows: list[tuple[int, int]]) -> int:
         """Open-loop session: round r+1 arrives ``think_time_us + outputLen_r`` after round r."""
         mt = self.spec.multi_turn
-        rr_s = self.reason_ratio_sampler()
+        rr_s = self.reason_ratio_sampler
         sid = f"sess_{int(self.aux_rng.integers(0, 1 << 63))}"
         si = len(self.sessions)
         self.sessions.append(sid)
@@ -176,7 +178,7 @@ class _Plan:
         c = self.spec
         n = local.shape[0]
         in_len, out_len, modal = self._lengths(self.group[local])
-        rr_s = self.reason_ratio_sampler()
+        rr_s = self.reason_ratio_sampler
         rr = np.zeros(n) if rr_s is None else np.clip(rr_s.sample(self.aux_rng, n) / 100.0, 0.0, 1.0)
         prefix = self.prefix
         p = prefix.shape[0]

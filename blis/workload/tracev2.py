@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import yaml
 from blis.errors import ConfigError
 from blis.request import COMPLETED, MAX_TOKEN_ID, TIMED_OUT, Request
 from blis.rng import make_generator
-from blis.workload.spec import _Map, load_yaml, parse_goodput_targets
+from blis.workload.spec import WorkloadSpec, _Map, load_yaml, parse_goodput_targets, spec_to_dict
 
 TRACE_VERSION = 3
 
@@ -98,6 +99,36 @@ def trace_rows_from_requests(requests: list[Request]) -> list[dict]:
             "adapter": r.adapter, "think_time_us": r.think_time_us,
         })
     return rows
+
+
+def trace_header_for_run(res: Any, mode: str = "generated") -> dict:
+    """Header for ``--trace-output`` of a finished run (``res`` is a ``SimResult``).
+
+    Carries the workload seed and spec (generated runs only: a replay's requests come from its
+    input trace, not from a spec), the simulated server and the merged goodput targets.
+    """
+    cfg = res.cfg
+    dep = res.deployment
+    header: dict[str, Any] = {
+        "trace_version": TRACE_VERSION, "time_unit": "microseconds",
+        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": mode, "warm_up_requests": 0, "workload_seed": int(cfg.seed),
+    }
+    if mode == "generated" and isinstance(cfg.workload, WorkloadSpec):
+        header["workload_spec"] = spec_to_dict(cfg.workload)
+        mt = [c.multi_turn for c in cfg.workload.clients if c.multi_turn is not None]
+        if any(m.context_growth == "accumulate" for m in mt):
+            header["session_context_growth"] = "accumulate"
+    header["server"] = {
+        "type": "blis", "model": cfg.deployment.model, "tensor_parallel": int(dep.tp),
+        "max_num_seqs": int(cfg.engine.max_num_seqs), "block_size": int(dep.block_size),
+        "gpu_memory_utilization": float(cfg.deployment.gpu_memory_utilization),
+        "max_model_len": int(dep.max_model_len)}
+    targets = getattr(cfg, "slo_targets", None) or {}
+    if targets:
+        header["goodput_slo_targets"] = {c: {d: float(v) for d, v in t.items() if v}
+                                         for c, t in sorted(targets.items())}
+    return header
 
 
 def _fmt(col: str, v: Any) -> str:
