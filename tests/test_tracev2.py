@@ -225,3 +225,32 @@ def test_csv_errors(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_trace(hp, tmp_path / "nope.csv")
     assert ei.value.field == "trace-data"
+
+
+def test_trace_header_for_run(tmp_path):
+    from types import SimpleNamespace
+
+    from blis.workload import trace_header_for_run
+
+    spec = workload()
+    cfg = SimpleNamespace(
+        seed=11, workload=spec, slo_targets={"critical": {"ttft_ms": 50.0, "itl_ms": 0.0, "e2e_ms": 0.0}},
+        deployment=SimpleNamespace(model="qwen/qwen3-14b", gpu_memory_utilization=0.9),
+        engine=SimpleNamespace(max_num_seqs=128))
+    res = SimpleNamespace(cfg=cfg, deployment=SimpleNamespace(tp=2, block_size=16, max_model_len=8192))
+    header = trace_header_for_run(res, "generated")
+    assert header["workload_seed"] == 11 and header["session_context_growth"] == "accumulate"
+    assert header["server"]["tensor_parallel"] == 2 and header["server"]["max_num_seqs"] == 128
+    assert header["goodput_slo_targets"] == {"critical": {"ttft_ms": 50.0}}
+    reqs = generate_requests(spec, 10, UNBOUNDED)
+    hp, dp = write_trace(tmp_path / "run", header, trace_rows_from_requests(reqs))
+    hdr, _ = load_trace(hp, dp)
+    assert parse_workload_spec(hdr["workload_spec"]) == spec
+    replayed = trace_header_for_run(res, "replayed")
+    assert "workload_spec" not in replayed and replayed["mode"] == "replayed"
+
+
+def test_write_trace_rejects_bad_header(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        write_trace(tmp_path / "x", {"mode": "generated", "unknown_field": 1}, [])
+    assert ei.value.field == "unknown_field"
