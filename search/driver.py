@@ -203,6 +203,11 @@ def run_search(
     seed = spec.seed if seed is None else seed
     quiet_optuna()
     with _exclusive(out):
+        if not storage:
+            # Only this driver can touch the default journal (it holds the directory lock), so a
+            # journal lock left by a SIGKILLed driver is stale: drop it instead of waiting out
+            # Optuna's 30 s grace period.
+            (out / (JOURNAL_NAME + ".lock")).unlink(missing_ok=True)
         study = optuna.create_study(
             storage=open_storage(storage, out), study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
