@@ -30,7 +30,6 @@ from blis.workload.spec import (DEFAULT_PREFIX_LENGTH, SESSION_DEFAULT_TIMEOUT_U
 
 _LOG = logging.getLogger(__name__)
 
-MAX_INT64 = (1 << 63) - 1
 _T_LIMIT = 1 << 62
 """Arrival times stop here even with an unbounded horizon (146,000 years), keeping int64 safe."""
 
