@@ -105,12 +105,10 @@ def cmd_replay(ns) -> int:
     from blis.simulation import run_simulation
     from blis.workload.tracev2 import load_trace
 
-    opts = _sim_options(ns)
-    opts.setdefault("num_requests", 0)
-    cfg = build_config(opts)
+    cfg = build_config(_sim_options(ns), replay=True)
     _header, requests = load_trace(ns.trace_header, ns.trace_data, seed=cfg.seed)
-    if "horizon" in opts:
-        requests = [r for r in requests if r.arrival_time <= cfg.horizon]
+    if cfg.max_requests > 0:
+        requests = requests[:cfg.max_requests]
     res = run_simulation(cfg, requests=requests)
     sys.stdout.write(res.render_stdout())
     _write_outputs(ns, res, "replayed")

@@ -71,6 +71,7 @@ def resolve_deployment(dep: DeploymentConfig, engine: EngineConfig) -> ResolvedD
     if dep.latency_model not in LATENCY_MODELS:
         raise ConfigError("latency-model", f"unknown latency model '{dep.latency_model}'; known: "
                                            f"{', '.join(sorted(LATENCY_MODELS))}")
+    mc = load_model_config(model, dep.model_config_folder)
     entry = model_defaults(model)
     gpu = dep.hardware or str(entry.get("GPU") or "")
     if not gpu:
@@ -93,7 +94,6 @@ def resolve_deployment(dep: DeploymentConfig, engine: EngineConfig) -> ResolvedD
     if dep.max_model_len < 0:
         raise ConfigError("max-model-len", f"must be >= 0, got {dep.max_model_len}")
 
-    mc = load_model_config(model, dep.model_config_folder)
     hw = load_hardware(gpu, dep.hardware_config)
     if dp > 1:
         if not mc.is_moe:

@@ -258,8 +258,11 @@ def _validate_policy_names(pol: PolicyConfig) -> None:
             raise ConfigError("routing-scorers", f"weight of '{name}' must be finite and > 0")
 
 
-def build_config(options: dict) -> SimConfig:
-    """Validate user options and assemble the run configuration."""
+def build_config(options: dict, replay: bool = False) -> SimConfig:
+    """Validate user options and assemble the run configuration.
+
+    With ``replay`` the requests come from a trace, so no workload is synthesized.
+    """
     from blis.routing import parse_scorers
     from blis.workload import parse_workload_spec, preset_spec, synthesize_distribution_spec
 
@@ -306,6 +309,12 @@ def build_config(options: dict) -> SimConfig:
         raise ConfigError("timeout", "must be non-zero (seconds; negative disables)")
     timeout_us = int(timeout * 1e6) if timeout > 0 else 0
     spec_targets = {}
+    if replay:
+        cfg.seed = _get(opts, "seed")
+        cfg.horizon = _get(opts, "horizon")
+        cfg.max_requests = opts.get("num_requests", 0)
+        cfg.slo_targets = _merge_targets({}, opts)
+        return cfg
     if opts.get("workload_spec") is not None:
         if opts["workload_spec"] == "":
             raise ConfigError("workload-spec", "is empty")
