@@ -198,3 +198,10 @@ def test_objective_evaluate_averages_seeds_and_records_spread():
     assert ev.spread["ttft_p90_ms@critical"]["min"] == pytest.approx(min(per_seed))
     assert ev.spread["ttft_p90_ms@critical"]["std"] > 0
     assert "throughput_tps" in ev.metrics and "rejection_rate@sheddable" in ev.metrics
+
+
+def test_every_metric_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "search.md").read_text()
+    assert [name for name in METRICS if f"`{name}`" not in doc] == []
