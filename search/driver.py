@@ -153,7 +153,8 @@ def _start_ray(workers: int, address: str | None) -> bool:
         ray.init(address=address, runtime_env={"py_modules": [str(p) for p in packages]}, **quiet)
     else:
         path = os.pathsep.join(dict.fromkeys([str(p.parent) for p in packages] + [os.environ.get("PYTHONPATH", "")]))
-        ray.init(num_cpus=workers, runtime_env={"env_vars": {"PYTHONPATH": path.strip(os.pathsep)}}, **quiet)
+        # address="local": always a private instance, even when another local Ray cluster runs
+        ray.init(address="local", num_cpus=workers, runtime_env={"env_vars": {"PYTHONPATH": path.strip(os.pathsep)}}, **quiet)
     return True
 
 
