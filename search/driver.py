@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 import zlib
@@ -313,6 +314,8 @@ def _fetch(ray, ref):
 
 def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
     """Record a finished trial; True when it completed."""
+    if not isinstance(outcome, TrialError) and any(math.isnan(v) for v in outcome.values):
+        outcome = TrialError(f"objective value is NaN: {outcome.values}")
     if isinstance(outcome, TrialError):
         trial.set_user_attr("error", outcome.message)
         study.tell(trial, state=TrialState.FAIL)

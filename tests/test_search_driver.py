@@ -26,7 +26,7 @@ TESTS = Path(__file__).resolve().parent
 def ray_cluster():
     """One local 2-CPU Ray for the module; the driver reuses an initialised Ray."""
     path = os.pathsep.join([str(TESTS.parent), str(TESTS)])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield
     ray.shutdown()
 
