@@ -72,6 +72,7 @@ def test_sigkilled_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stderr.close()
         kill_session(proc.pid)
     before = {t.number: t for t in load(out).get_trials() if t.state == TrialState.COMPLETE}
     assert 3 <= len(before) < TRIALS
