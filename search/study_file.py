@@ -2,7 +2,7 @@
 
 Errors are ``blis.errors.ConfigError`` naming the offending field (``parameters.tp.low``,
 ``objectives[1].direction`` ...); the CLI prints them as one ``error: <field>: <message>`` line.
-See docs/search.md for the file reference.
+See the README ("Study file reference") for the file format.
 """
 
 from __future__ import annotations

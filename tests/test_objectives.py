@@ -203,5 +203,5 @@ def test_objective_evaluate_averages_seeds_and_records_spread():
 def test_every_metric_is_documented():
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "search.md").read_text()
+    doc = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert [name for name in METRICS if f"`{name}`" not in doc] == []
