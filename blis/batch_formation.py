@@ -72,6 +72,20 @@ class BatchFormer:
         max_seqs = inst.max_num_seqs
         while len(running) < max_seqs and waitq and self.budget > 0:
             r = waitq[0]
+            if r.is_decode_sub_request and r.progress_index >= r.input_len:
+                # P/D decode arrival: its input KV was reserved at transfer start (spec §4.2)
+                n = 1 if r.output_len > 0 else 0
+                if n and not kv.allocate(r, r.progress_index, r.progress_index + 1, None):
+                    break
+                waitq.pop(0)
+                running.append(r)
+                r.scheduled_step_idx = inst.step_count
+                r.state = RUNNING
+                self.budget -= n
+                r.num_new_tokens = n
+                r.computed_tokens = r.progress_index + n
+                self.newly_scheduled.append(r)
+                continue
             cached = kv.get_cached_blocks(r)
             start = len(cached) * bs
             n = r.input_len - start

@@ -36,6 +36,18 @@ _HELP = {
     "num_requests": "number of requests to generate (default 100)",
     "timeout": "per-request timeout in seconds (default 300; negative disables)",
     "slo_ttft": "goodput TTFT targets, e.g. 'critical=100ms,standard=500ms'",
+    "prefill_instances": "P/D: instances in the prefill pool (the first P instances)",
+    "decode_instances": "P/D: instances in the decode pool (the next D instances)",
+    "prefill_decode_instances": "P/D: instances serving both roles (the next S instances)",
+    "pd_decider": "P/D: when to disaggregate: never (default), always, prefix-threshold",
+    "pd_prefix_threshold": "P/D prefix-threshold: disaggregate when uncached input tokens exceed this (default 16)",
+    "pd_transfer_bandwidth": "P/D: KV transfer bandwidth in GB/s (default 25)",
+    "pd_transfer_base_latency": "P/D: fixed KV transfer latency in ms (default 0.05)",
+    "pd_transfer_contention": "P/D: concurrent transfers share the bandwidth (default false)",
+    "prefill_tp": "P/D: tensor parallelism of prefill-pool instances (default --tp)",
+    "decode_tp": "P/D: tensor parallelism of decode-pool and shared instances (default --tp)",
+    "prefill_hardware": "P/D: GPU type of prefill-pool instances (default --hardware)",
+    "decode_hardware": "P/D: GPU type of decode-pool and shared instances (default --hardware)",
 }
 
 
@@ -48,9 +60,10 @@ class _Parser(argparse.ArgumentParser):
 def _add_sim_flags(p: argparse.ArgumentParser) -> None:
     for name, (kind, default) in OPTIONS.items():
         shown = "unbounded" if name == "horizon" else default
+        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
         p.add_argument(f"--{flag(name)}", dest=name, default=argparse.SUPPRESS,
                        metavar=name.split("_")[-1].upper(),
-                       help=_HELP.get(name, f"(default {shown})"))
+                       help=_HELP.get(name, f"(default {shown})"), **extra)
     for alias, target in ALIASES.items():
         p.add_argument(f"--{flag(alias)}", dest=target, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)

@@ -43,11 +43,21 @@ class ClusterSimulator:
         self.routing = build_routing(pol, rngs.for_subsystem("router"), deployment.block_size)
         self.admission_latency = pol.admission_latency
         self.routing_latency = pol.routing_latency
+        # optional subsystems register handlers for their cluster-event priorities here
+        self.handlers: dict = {}
+        self.pd = None
+        deployments = [deployment] * cfg.num_instances
+        if cfg.pd.enabled:
+            from blis.pd import PDCoordinator, pool_deployments
+            self.pd = PDCoordinator(self, cfg)
+            deployments = pool_deployments(cfg, deployment)
         self.instances = [
-            Instance(i, deployment, cfg.engine, build_scheduler(pol.scheduler),
+            Instance(i, deployments[i], cfg.engine, build_scheduler(pol.scheduler),
                      pol.preemption_policy, self.push, cfg.horizon, self._on_finished)
             for i in range(cfg.num_instances)
         ]
+        if self.pd is not None:
+            self.handlers.update(self.pd.attach(self.instances))
         n = cfg.num_instances
         self.in_flight = [0] * n
         self.refresh_interval = pol.snapshot_refresh_interval
@@ -87,10 +97,11 @@ class ClusterSimulator:
             free_kv_blocks=free, cache_hit_rate=hit, in_flight_requests=self.in_flight[i],
             preemption_count=pre, total_kv_capacity_tokens=total * kv.block_size,
             kv_tokens_in_use=int(round(util * total)) * kv.block_size,
-            max_batch_size=inst.max_num_seqs, gpu_type=self.deployment.gpu,
-            tp=self.deployment.tp, cost_per_hour=0.0)
+            max_batch_size=inst.max_num_seqs, gpu_type=inst.deployment.gpu,
+            tp=inst.deployment.tp, cost_per_hour=0.0)
 
-    def _router_state(self, req) -> RouterState:
+    def _router_state(self, req, pool: list | None = None) -> RouterState:
+        """Snapshots of ``pool`` (default: every instance) serving the request's model."""
         if self.cache_delay > 0 and self.clock - self._cache_time >= self.cache_delay:
             self._cache_time = self.clock
             for inst in self.instances:
@@ -98,7 +109,7 @@ class ClusterSimulator:
                     self._cache_maps[inst.index] = dict(inst.kv.hash_to_block)
                     self._cache_versions[inst.index] = inst.kv.mutations
         want = req.model.lower() if req.model else ""
-        snaps = [self._snapshot(inst) for inst in self.instances
+        snaps = [self._snapshot(inst) for inst in (self.instances if pool is None else pool)
                  if not want or not self._model or want == self._model]
         return RouterState(snapshots=snaps, clock=self.clock, cached_blocks=self._cached_blocks)
 
@@ -117,6 +128,8 @@ class ClusterSimulator:
         idx = int(req.assigned_instance.rsplit("_", 1)[1])
         if self.in_flight[idx] > 0:
             self.in_flight[idx] -= 1
+        if self.pd is not None and self.pd.on_finished(req, tick, dropped):
+            return
         self.admission.on_finished(req)
         if dropped:
             self.routed.pop(req.id, None)
@@ -162,15 +175,23 @@ class ClusterSimulator:
                 self.rejected_by_class[cls] = self.rejected_by_class.get(cls, 0) + 1
                 tier = cls or "standard"
                 self.shed_by_tier[tier] = self.shed_by_tier.get(tier, 0) + 1
-        else:
+        elif prio == EV_ROUTING:
+            if self.pd is not None:
+                self.pd.route(req, t)
+                return
             state = self._router_state(req)
             pos = self.routing.route(req, state)
             if pos is None:
                 self.routing_rejections += 1
                 return
-            idx = state.snapshots[pos].index
-            self.in_flight[idx] += 1
-            self.admission.on_routed(req)
-            self.routed[req.id] = req
-            req.priority = self.slo.vllm_priority(req.slo_class)
-            self.instances[idx].inject(req, t)
+            self._inject(req, state.snapshots[pos].index, t)
+        else:
+            self.handlers[prio](t, req)
+
+    def _inject(self, req, idx: int, t: int) -> None:
+        """Hand a routed request to instance ``idx``."""
+        self.in_flight[idx] += 1
+        self.admission.on_routed(req)
+        self.routed[req.id] = req
+        req.priority = self.slo.vllm_priority(req.slo_class)
+        self.instances[idx].inject(req, t)

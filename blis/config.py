@@ -66,6 +66,32 @@ class PolicyConfig:
 
 
 @dataclass
+class PDConfig:
+    """Prefill/decode disaggregation (spec §12): pool sizes, per-pool hardware, decider, transfer.
+
+    Roles are assigned by instance index: prefill first, then decode, then shared
+    (prefill+decode); any remaining instances get no role and receive no traffic.
+    """
+
+    prefill_instances: int = 0
+    decode_instances: int = 0
+    prefill_decode_instances: int = 0
+    decider: str = "never"
+    prefix_threshold: int = 16
+    transfer_bandwidth_gbps: float = 25.0
+    transfer_base_latency_ms: float = 0.05
+    transfer_contention: bool = False
+    prefill_tp: int = 0                # 0 => the main --tp
+    decode_tp: int = 0
+    prefill_hardware: str = ""         # "" => the main --hardware
+    decode_hardware: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.prefill_instances + self.decode_instances + self.prefill_decode_instances > 0
+
+
+@dataclass
 class SimConfig:
     """Everything one simulation run needs. ``workload`` is a ``blis.workload.spec.WorkloadSpec``."""
 
@@ -76,6 +102,7 @@ class SimConfig:
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    pd: PDConfig = field(default_factory=PDConfig)
     workload: Any = None
     timeout_override_us: int | None = None  # set for every client when --timeout applies (0 = none)
     # goodput targets: class -> {"ttft_ms": x, "itl_ms": y, "e2e_ms": z} (0 / absent = unchecked)

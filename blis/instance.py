@@ -128,6 +128,23 @@ class Instance:
             self.step_pending = True
             self.push(t, self.src, EV_STEP, None)
 
+    def enqueue_decode_sub_request(self, req, t: int) -> None:
+        """P/D decode arrival (spec §4.7): KV is already reserved, so no guards, no input-token
+        counting and no queueing delay; a deadline that passed during the transfer ends it."""
+        req.enqueue_time = t
+        if 0 < req.deadline <= t:
+            req.state = TIMED_OUT
+            self.stats.timed_out += 1
+            self.kv.release(req)
+            self.on_finished(req, t, dropped=False)
+            return
+        self.wait_q.append(req)
+        if 0 < req.deadline <= self.horizon:
+            self.push(req.deadline, self.src, EV_TIMEOUT, req)
+        if not self.step_pending:
+            self.step_pending = True
+            self.push(t, self.src, EV_STEP, None)
+
     def timeout(self, req, t: int) -> None:
         was_running = req.state == RUNNING
         req.state = TIMED_OUT

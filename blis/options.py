@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from blis.config import MAX_INT64, DeploymentConfig, EngineConfig, PolicyConfig, SimConfig
+from blis.config import (MAX_INT64, DeploymentConfig, EngineConfig, PDConfig, PolicyConfig,
+                         SimConfig)
 from blis.errors import ConfigError
 
 _DIST_KEYS = ("prompt_tokens", "prompt_tokens_stdev", "prompt_tokens_min", "prompt_tokens_max",
@@ -45,13 +46,20 @@ OPTIONS: dict[str, tuple] = {
     "output_tokens_stdev": (int, 256), "output_tokens_min": (int, 2),
     "output_tokens_max": (int, 7000), "prefix_tokens": (int, 0),
     "slo_ttft": (str, ""), "slo_itl": (str, ""), "slo_e2e": (str, ""),
+    "prefill_instances": (int, 0), "decode_instances": (int, 0),
+    "prefill_decode_instances": (int, 0), "pd_decider": (str, "never"),
+    "pd_prefix_threshold": (int, 16), "pd_transfer_bandwidth": (float, 25.0),
+    "pd_transfer_base_latency": (float, 0.05), "pd_transfer_contention": (bool, False),
+    "prefill_tp": (int, 0), "decode_tp": (int, 0), "prefill_hardware": (str, ""),
+    "decode_hardware": (str, ""),
 }
 ALIASES = {"max_num_running_reqs": "max_num_seqs", "max_num_scheduled_tokens": "max_num_batched_tokens"}
 NON_NEGATIVE = ("horizon", "admission_latency", "routing_latency", "snapshot_refresh_interval",
                 "cache_signal_delay", "max_model_len", "long_prefill_token_threshold", "tp",
-                "prefix_tokens")
+                "prefix_tokens", "prefill_instances", "decode_instances", "prefill_decode_instances",
+                "pd_prefix_threshold", "pd_transfer_base_latency", "prefill_tp", "decode_tp")
 POSITIVE = ("num_instances", "max_num_seqs", "max_num_batched_tokens", "block_size_in_tokens",
-            "dp", "total_kv_blocks")
+            "dp", "total_kv_blocks", "pd_transfer_bandwidth")
 
 
 def flag(name: str) -> str:
@@ -77,13 +85,22 @@ def _coerce(name: str, kind, value):
             if math.isnan(v):
                 raise ValueError
             return v
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes"):
+                return True
+            if text in ("false", "0", "no"):
+                return False
+            raise ValueError
         if kind is list:
             items = value.split(",") if isinstance(value, str) else list(value)
             return [float(x) for x in items if str(x).strip() != ""]
         return str(value)
     except (TypeError, ValueError):
         want = {int: "an integer", float: "a number", list: "a comma-separated list of numbers",
-                str: "a string"}[kind]
+                str: "a string", bool: "true or false"}[kind]
         raise ConfigError(flag(name), f"must be {want}, got {value!r}") from None
 
 
@@ -258,6 +275,49 @@ def _validate_policy_names(pol: PolicyConfig) -> None:
             raise ConfigError("routing-scorers", f"weight of '{name}' must be finite and > 0")
 
 
+def _pd_config(opts: dict, num_instances: int) -> PDConfig:
+    """Pool sizes must fit the cluster; an enabled split needs both a prefill and a decode side."""
+    from blis.pd import DECIDERS
+
+    pd = PDConfig(
+        prefill_instances=_get(opts, "prefill_instances"),
+        decode_instances=_get(opts, "decode_instances"),
+        prefill_decode_instances=_get(opts, "prefill_decode_instances"),
+        decider=_get(opts, "pd_decider"), prefix_threshold=_get(opts, "pd_prefix_threshold"),
+        transfer_bandwidth_gbps=_get(opts, "pd_transfer_bandwidth"),
+        transfer_base_latency_ms=_get(opts, "pd_transfer_base_latency"),
+        transfer_contention=_get(opts, "pd_transfer_contention"),
+        prefill_tp=_get(opts, "prefill_tp"), decode_tp=_get(opts, "decode_tp"),
+        prefill_hardware=_get(opts, "prefill_hardware"),
+        decode_hardware=_get(opts, "decode_hardware"))
+    if pd.decider not in DECIDERS:
+        raise ConfigError("pd-decider", f"unknown decider '{pd.decider}'; choose one of "
+                                        f"{', '.join(DECIDERS)}")
+    for name, value in (("pd-transfer-bandwidth", pd.transfer_bandwidth_gbps),
+                        ("pd-transfer-base-latency", pd.transfer_base_latency_ms)):
+        if not math.isfinite(value):
+            raise ConfigError(name, f"must be finite, got {value}")
+    pools = pd.prefill_instances + pd.decode_instances + pd.prefill_decode_instances
+    if not pd.enabled:
+        for name in ("pd_decider", "pd_prefix_threshold", "pd_transfer_bandwidth",
+                     "pd_transfer_base_latency", "pd_transfer_contention", "prefill_tp",
+                     "decode_tp", "prefill_hardware", "decode_hardware"):
+            if name in opts and opts[name] != OPTIONS[name][1]:
+                raise ConfigError(flag(name), "needs prefill/decode pools (--prefill-instances and "
+                                              "--decode-instances, or --prefill-decode-instances)")
+        return pd
+    if pools > num_instances:
+        raise ConfigError("prefill-instances",
+                          f"prefill ({pd.prefill_instances}) + decode ({pd.decode_instances}) + "
+                          f"prefill-decode ({pd.prefill_decode_instances}) instances exceed "
+                          f"--num-instances {num_instances}")
+    if pd.prefill_decode_instances == 0 and (pd.prefill_instances == 0 or pd.decode_instances == 0):
+        raise ConfigError("prefill-instances" if pd.prefill_instances == 0 else "decode-instances",
+                          "disaggregation needs both --prefill-instances and --decode-instances "
+                          "> 0 (or shared --prefill-decode-instances)")
+    return pd
+
+
 def build_config(options: dict, replay: bool = False) -> SimConfig:
     """Validate user options and assemble the run configuration.
 
@@ -304,6 +364,7 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
 
     cfg = SimConfig(num_instances=_get(opts, "num_instances"), deployment=dep, engine=engine,
                     policy=pol)
+    cfg.pd = _pd_config(opts, cfg.num_instances)
     timeout = _get(opts, "timeout")
     if timeout == 0:
         raise ConfigError("timeout", "must be non-zero (seconds; negative disables)")

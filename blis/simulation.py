@@ -3,12 +3,15 @@ and package the results for stdout, files and the search layer."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from blis.cluster import ClusterSimulator
 from blis.deployment import resolve_deployment
+from blis.instance import InstanceStats
 from blis.jsonfmt import dumps
 from blis.metrics import distribution, goodput, jain_fairness, metrics_output
+from blis.pd import pd_lines
 from blis.request import COMPLETED
 from blis.workload import generate_requests
 
@@ -26,12 +29,29 @@ class SimResult:
     cluster: dict = field(default_factory=dict)
     per_class: dict = field(default_factory=dict)
     duration_s: float = 0.0
+    pd: dict | None = None              # P/D summary (§12.4) when pools are configured
+    _req_stats: object = None
+
+    @property
+    def req_stats(self):
+        """Per-request maps (ttft, e2e, itl_mean, sched_delay) over the whole cluster, keyed by
+        the user's request ids (P/D sub-requests already folded into their parents)."""
+        if self._req_stats is None:
+            merged = InstanceStats()
+            for inst in self.sim.instances:
+                s = inst.stats
+                merged.ttft.update(s.ttft)
+                merged.e2e.update(s.e2e)
+                merged.itl_mean.update(s.itl_mean)
+                merged.sched_delay.update(s.sched_delay)
+            self._req_stats = merged
+        return self._req_stats
 
     # ---- views -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
         sim = self.sim
         dep = self.deployment
-        return {
+        out = {
             "cluster": self.cluster,
             "instances": self.instances,
             "num_requests": len(sim.requests),
@@ -45,13 +65,16 @@ class SimResult:
                 "max_model_len": dep.max_model_len,
             },
         }
+        if self.pd is not None:
+            out["pd"] = {k: (None if isinstance(v, float) and math.isinf(v) else v)
+                         for k, v in self.pd.items()}
+        return out
 
     def request_rows(self) -> list[dict]:
         """Per-request records (``requests`` array of the metrics file), sorted by arrival."""
         rows = []
-        stats = {inst.id: inst.stats for inst in self.sim.instances}
+        s = self.req_stats
         for req in sorted(self.sim.routed.values(), key=lambda r: (r.arrival_time, r.id)):
-            s = stats[req.assigned_instance]
             row = {"arrived_at": req.arrival_time / 1e6, "requestID": req.id,
                    "num_prefill_tokens": req.input_len, "num_decode_tokens": req.output_len,
                    "ttft_ms": s.ttft.get(req.id, 0) / 1000.0,
@@ -81,6 +104,8 @@ class SimResult:
         out.extend(self._kv_lines())
         out.extend(self._per_slo_lines())
         out.extend(self._tenant_lines())
+        if self.pd is not None and self.sim.pd.parents:
+            out.extend(pd_lines(self.pd))
         return "\n".join(out) + "\n"
 
     def _anomaly_lines(self) -> list[str]:
@@ -162,11 +187,10 @@ class SimResult:
 
     def completed_rows_by_class(self) -> dict[str, list]:
         """class -> [(ttft_ms, itl_ms, e2e_ms)] of completed requests, for goodput checks."""
-        stats = {inst.id: inst.stats for inst in self.sim.instances}
+        s = self.req_stats
         rows: dict[str, list] = {}
         for rid in sorted(self.sim.routed):
             r = self.sim.routed[rid]
-            s = stats[r.assigned_instance]
             if rid in s.e2e:
                 rows.setdefault(_cls(r.slo_class), []).append(
                     (s.ttft.get(rid, 0) / 1000.0, s.itl_mean[rid] / 1000.0, s.e2e[rid] / 1000.0))
@@ -174,11 +198,10 @@ class SimResult:
 
     def _raw_by_class(self) -> dict:
         """class -> (TTFT µs list, per-request ITL µs list, E2E µs list), in request-id order."""
-        stats = {inst.id: inst.stats for inst in self.sim.instances}
+        s = self.req_stats
         out: dict[str, tuple] = {}
         for rid in sorted(self.sim.routed):
             r = self.sim.routed[rid]
-            s = stats[r.assigned_instance]
             ttft, itl, e2e = out.setdefault(_cls(r.slo_class), ([], [], []))
             if rid in s.ttft:
                 ttft.append(s.ttft[rid])
@@ -235,9 +258,17 @@ def run_simulation(cfg, requests: list | None = None) -> SimResult:
                                             len(inst.running), end))
     cluster_end = max(ended) if ended else 0
     res.duration_s = cluster_end / 1e6
-    res.cluster = metrics_output("cluster", [i.stats for i in sim.instances],
-                                 sum(len(i.wait_q) for i in sim.instances),
-                                 sum(len(i.running) for i in sim.instances), cluster_end)
+    queued = sum(len(i.wait_q) for i in sim.instances)
+    running = sum(len(i.running) for i in sim.instances)
+    if sim.pd is None:
+        res.cluster = metrics_output("cluster", [i.stats for i in sim.instances], queued, running,
+                                     cluster_end)
+    else:
+        projected, in_transfer = sim.pd.project(sim.instances)
+        res._req_stats = projected
+        res.cluster = metrics_output("cluster", [projected], queued, running + in_transfer,
+                                     cluster_end)
+        res.pd = sim.pd.summary(projected.ttft, sim.instances, res.duration_s)
     if cfg.slo_targets:
         overall, per = goodput(res.completed_rows_by_class(), res.injected_by_class(),
                                cfg.slo_targets, res.duration_s)
