@@ -22,10 +22,11 @@ class KVCache:
         self.block_size = int(block_size)
         self.ref_count = [0] * self.total_blocks
         self.block_hash: list[bytes | None] = [None] * self.total_blocks
-        self.block_tokens: list[list[int]] = [[] for _ in range(self.total_blocks)]
+        self.block_fill = [0] * self.total_blocks  # tokens written into each block
         self.hash_to_block: dict[bytes, int] = {}
         self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(self.total_blocks))
         self.request_blocks: dict[str, list[int]] = {}
+        self.request_base: dict[str, int] = {}  # sequence position of a request's first block
         self.cache_hits = 0
         self.cache_misses = 0
         self.mutations = 0  # bumped whenever hash_to_block changes; lets routers skip re-copies
@@ -67,7 +68,7 @@ class KVCache:
             n = end - start
             spare = 0
             if owned:
-                used = len(self.block_tokens[owned[-1]])
+                used = self.block_fill[owned[-1]]
                 if 0 < used < bs:
                     spare = bs - used
             effective = n - spare
@@ -82,72 +83,112 @@ class KVCache:
                 return False
             if n <= 0:
                 return True
-            new_tokens = req.input_tokens[start:end].tolist()
-            prefill = True
+            self._commit(req, owned, start, n, cached, True)
         else:
             if not free:
-                if owned is None or len(self.block_tokens[owned[-1]]) >= bs:
+                if owned is None or self.block_fill[owned[-1]] >= bs:
                     return False
-            new_tokens = [int(req.output_tokens[start - req.input_len])]
-            prefill = False
-        self._commit(req, owned, new_tokens, cached, prefill)
+            self._commit(req, owned, start, 1, cached, False)
         return True
 
-    def _commit(self, req, owned, new_tokens, cached, prefill):
+    def _commit(self, req, owned, start, n, cached, prefill):
+        """Write ``n`` tokens starting at sequence position ``start``: top up the request's last
+        block, then take fresh blocks from the LRU end of the free list."""
         bs = self.block_size
         ref = self.ref_count
-        tokens = self.block_tokens
-        free = self.free
+        fill = self.block_fill
         if owned is None:
             owned = []
             self.request_blocks[req.id] = owned
+            base = start
             if cached:
+                free = self.free
                 for b in cached:
                     if ref[b] == 0:
                         del free[b]
                     ref[b] += 1
                     self.cache_hits += 1
                     owned.append(b)
+                base -= len(cached) * bs
+            self.request_base[req.id] = base
         pos = 0
-        n = len(new_tokens)
         if owned:
             last = owned[-1]
-            room = bs - len(tokens[last])
+            room = bs - fill[last]
             if room > 0:
-                take = min(room, n)
-                tokens[last].extend(new_tokens[:take])
+                take = room if room < n else n
+                fill[last] += take
                 pos = take
-                if len(tokens[last]) == bs:
-                    self._register(owned, len(owned) - 1)
+                if fill[last] == bs:
+                    self._register(req, owned, len(owned) - 1)
         while pos < n:
-            b, _ = free.popitem(last=False)
-            old = self.block_hash[b]
-            if old is not None:
-                if self.hash_to_block.get(old) == b:
-                    del self.hash_to_block[old]
-                    self.mutations += 1
-                self.block_hash[b] = None
-            chunk = new_tokens[pos:pos + bs]
-            tokens[b] = chunk
-            pos += len(chunk)
+            b = self._pop_free()
+            take = n - pos if n - pos < bs else bs
+            fill[b] = take
+            pos += take
             ref[b] = 1
-            self.cache_misses += 1
             owned.append(b)
-            if prefill and len(chunk) == bs:
-                self._register(owned, len(owned) - 1)
+            if prefill and take == bs:
+                self._register(req, owned, len(owned) - 1)
 
-    def _register(self, owned: list[int], k: int) -> None:
-        """Hash the now-full block ``owned[k]``, chained from the request's previous block."""
+    def _pop_free(self) -> int:
+        """Take the least recently freed block, dropping its stale prefix hash."""
+        b, _ = self.free.popitem(last=False)
+        old = self.block_hash[b]
+        if old is not None:
+            if self.hash_to_block.get(old) == b:
+                del self.hash_to_block[old]
+                self.mutations += 1
+            self.block_hash[b] = None
+        self.cache_misses += 1
+        return b
+
+    def _register(self, req, owned: list[int], k: int) -> None:
+        """Hash the now-full block ``owned[k]``, chained from the request's previous block.
+
+        A block holds sequence positions ``base + k*bs`` onwards, so its tokens come straight from
+        the request; full input blocks reuse the request's own chained prefix hashes.
+        """
+        bs = self.block_size
         b = owned[k]
-        prev = self.block_hash[owned[k - 1]] if k > 0 else b""
-        h = hash_block(prev or b"", np.asarray(self.block_tokens[b], dtype=np.int32))
+        base = self.request_base[req.id]
+        a = base + k * bs
+        if base == 0 and a + bs <= req.input_len:
+            h = req.block_hashes(bs)[k]
+        else:
+            prev = self.block_hash[owned[k - 1]] if k > 0 else b""
+            h = hash_block(prev or b"", req.tokens_between(a, a + bs))
         self.block_hash[b] = h
         self.hash_to_block[h] = b
         self.mutations += 1
 
+    # ---- decode steps the engine advances without materialising every token ---------------
+    def decode_pop(self, req) -> None:
+        """The next decode token of ``req`` opens a new block (its last block is full)."""
+        b = self._pop_free()
+        self.block_fill[b] = 1
+        self.ref_count[b] = 1
+        self.request_blocks[req.id].append(b)
+
+    def decode_fill(self, req) -> None:
+        """The next decode token of ``req`` completes its last block, which becomes cacheable."""
+        owned = self.request_blocks[req.id]
+        self.block_fill[owned[-1]] = self.block_size
+        self._register(req, owned, len(owned) - 1)
+
+    def last_fill(self, req) -> int:
+        owned = self.request_blocks[req.id]
+        return self.block_fill[owned[-1]]
+
+    def sync_fill(self, req, end: int) -> None:
+        """``req`` now holds sequence positions up to ``end``: set its last block's fill."""
+        owned = self.request_blocks[req.id]
+        self.block_fill[owned[-1]] = end - self.request_base[req.id] - (len(owned) - 1) * self.block_size
+
     def release(self, req) -> None:
         """Drop ``req``'s references, deepest block first, so shared prefixes are evicted last."""
         owned = self.request_blocks.pop(req.id, None)
+        self.request_base.pop(req.id, None)
         if not owned:
             return
         ref = self.ref_count

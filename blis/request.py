@@ -106,6 +106,15 @@ class Request:
             self._block_hashes = bh
         return bh[1]
 
+    def tokens_between(self, a: int, b: int) -> np.ndarray:
+        """Tokens at sequence positions ``[a, b)`` of input followed by output (int32)."""
+        n_in = self.input_len
+        if b <= n_in:
+            return self.input_tokens[a:b]
+        if a >= n_in:
+            return self.output_tokens[a - n_in:b - n_in]
+        return np.concatenate((self.input_tokens[a:], self.output_tokens[:b - n_in]))
+
     def __repr__(self) -> str:
         return (f"Request({self.id}, in={self.input_len}, out={self.output_len}, "
                 f"arr={self.arrival_time}, state={self.state}, pi={self.progress_index})")
