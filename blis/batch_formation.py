@@ -65,8 +65,16 @@ class BatchFormer:
                     r.computed_tokens += 1
             i += 1
 
-        if self.preempted:
-            return
+        if not self.preempted:
+            self.admit()
+
+    def admit(self) -> None:
+        """Admit wait-queue heads while sequences, the remaining budget and KV blocks allow."""
+        inst = self.inst
+        running = inst.running
+        kv = inst.kv
+        mml = inst.max_model_len
+        thr = inst.long_prefill_threshold
         waitq = inst.wait_q
         bs = kv.block_size
         max_seqs = inst.max_num_seqs

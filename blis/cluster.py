@@ -158,6 +158,8 @@ class ClusterSimulator:
             elif instances[src - 1].handle(t, prio, payload):
                 last = t
                 self.clock = t
+        for inst in instances:
+            inst.finalize()
 
     def _cluster_event(self, t: int, prio: int, req) -> None:
         if prio == EV_ARRIVAL:

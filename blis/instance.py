@@ -4,9 +4,26 @@ Events are pushed into the cluster's single heap (see ``blis.cluster``); this mo
 happens when an instance event fires. Observational events of the reference (ScheduledEvent,
 RequestLeftEvent) change no state, so they are not queued: their only visible effect, the
 instance's end-of-simulation time, is tracked directly in ``last_event_time``.
+
+Lazy decoding. Most of a step's work in a busy instance is the same for every running request:
+one decode token, one ITL sample equal to the step time, one more slot in the last KV block. With
+a latency backend that only needs the number of decoders and their summed progress
+(``step_time_with_decodes``), steadily decoding requests are therefore not visited each step.
+Each one records the step it went lazy at (``lazy_from``); the instance logs every step's ITL
+value and keeps the decoders' count and summed progress; the only per-request work left is
+scheduled ahead in step-indexed buckets: the steps at which its next token opens or completes a
+KV block (so block pops and hash registrations happen at exactly the same step and in the same
+running order as step by step), and the step at which it completes or hits the length cap.
+A request is written back (``_unlazy``) when it completes, times out, or when a step falls
+outside what the lazy step reproduces (continuing prefills, a token budget smaller than the
+batch, not enough free blocks for this step's pops); that step then runs the reference code.
+Everything observable between steps (queue lengths, KV occupancy, prefix hashes) is exact at all
+times. ``BLIS_REFERENCE_STEPS=1`` turns the lazy path off (the differential tests compare both).
 """
 
 from __future__ import annotations
+
+import os
 
 from blis.batch_formation import BatchFormer
 from blis.kv_cache import KVCache
@@ -77,6 +94,15 @@ class Instance:
         self.former = BatchFormer(self)
         self.alpha2 = self.latency.output_token_processing_time()
         self.alpha1pd = self.latency.post_decode_fixed_overhead()
+        self.lazy_time = (None if os.environ.get("BLIS_REFERENCE_STEPS") == "1"
+                          else self.latency.step_time_with_decodes)
+        self.n_lazy = 0
+        self.ctx_lazy = 0  # summed progress of the lazy decoders as of the next step
+        self.itl_log: list[int] = []  # ITL value of step log_base + i
+        self.log_base = 0
+        self.kv_due: dict[int, list] = {}  # step -> [(run_key, opens_block, req)]
+        self.exit_due: dict[int, list] = {}  # step -> [(run_key, req)]
+        self.run_keys = 0
 
     # ---- entry points ----------------------------------------------------------------------
     def inject(self, req, t: int) -> None:
@@ -146,6 +172,9 @@ class Instance:
             self.push(t, self.src, EV_STEP, None)
 
     def timeout(self, req, t: int) -> None:
+        if req.lazy_from >= 0:
+            self._drop_due(req)
+            self._unlazy(req, self.step_count)
         was_running = req.state == RUNNING
         req.state = TIMED_OUT
         self.stats.timed_out += 1
@@ -162,6 +191,17 @@ class Instance:
 
     # ---- the engine step -------------------------------------------------------------------
     def step(self, now: int) -> None:
+        if self.lazy_time is not None:
+            if self._lazy_step(now):
+                return
+            if self.n_lazy:
+                self._unlazy_all()
+        self._reference_step(now)
+        if self.lazy_time is not None and self.running:
+            self._lazify_all()
+
+    def _reference_step(self, now: int) -> None:
+        """One step exactly as specified: every running request is visited."""
         running = self.running
         if not running and not self.wait_q:
             self.step_pending = False
@@ -182,9 +222,26 @@ class Instance:
         delta = self.latency.step_time(batch)
         if delta < 1:
             delta = 1
-        a2 = self.alpha2
-        ttft = stats.ttft
+        self._advance(running, now, delta)
+        used = self.kv.used_blocks
+        if used > stats.peak_kv_blocks:
+            stats.peak_kv_blocks = used
+
+        remaining = []
         for r in running:
+            if not self._finish(r, now, delta):
+                remaining.append(r)
+        self.running = remaining
+        if remaining or self.wait_q:
+            self.push(now + delta, self.src, EV_STEP, None)
+        else:
+            self.step_pending = False
+
+    def _advance(self, reqs, now: int, delta: int) -> None:
+        """Apply one step's progress to ``reqs`` (prefill chunks, decode tokens, first tokens)."""
+        a2 = self.alpha2
+        ttft = self.stats.ttft
+        for r in reqs:
             if r.progress_index < r.input_len:
                 r.progress_index = r.computed_tokens
             elif r.num_new_tokens > 0:
@@ -194,28 +251,214 @@ class Instance:
                 r.ttft_set = True
                 r.first_token_time = now + delta + a2 - r.arrival_time
                 ttft[r.id] = r.first_token_time
-        used = self.kv.used_blocks
+
+    def _finish(self, r, now: int, delta: int) -> bool:
+        """Complete ``r`` if this step produced its last token or hit the length cap."""
+        n_out = r.output_len
+        p = r.progress_index
+        if p >= r.input_len + (n_out if n_out > 1 else 1) - 1:
+            if n_out > 0 and p < r.input_len + n_out:
+                if not self.kv.allocate(r, p, p + 1, None):
+                    self.stats.kv_allocation_failures += 1
+            self._complete(r, now, delta, capped=False)
+            return True
+        mml = self.max_model_len
+        if mml > 0 and p >= mml - 1:
+            self._complete(r, now, delta, capped=True)
+            return True
+        return False
+
+    # ---- lazy decoding (module docstring) ----------------------------------------------------
+    def _lazy_step(self, now: int) -> bool:
+        """The step with every running request lazy; False (nothing changed) when it cannot be
+        reproduced that way."""
+        running = self.running
+        n = len(running)
+        if self.n_lazy != n or n > self.max_num_batched_tokens or not (running or self.wait_q):
+            return False
+        step = self.step_count + 1
+        kv = self.kv
+        evs = self.kv_due.get(step)
+        if evs:
+            opens = 0
+            for e in evs:
+                opens += e[1]
+            if opens > len(kv.free):
+                return False
+            del self.kv_due[step]
+        self.step_count = step
+        self.scheduler.order(self.wait_q)
+        if evs:
+            if len(evs) > 1:
+                evs.sort()
+            bs = kv.block_size
+            for key, opens, r in evs:
+                if opens:
+                    kv.decode_pop(r)
+                    if bs > 1:  # bs - 1 more tokens fill the new block
+                        nxt, opens = step + bs - 1, False
+                    else:
+                        nxt = step + 1
+                else:
+                    kv.decode_fill(r)
+                    nxt, opens = step + 1, True
+                if nxt <= r.exit_step:
+                    self._due(nxt, key, opens, r)
+                else:
+                    r.kv_step = -1
+        former = self.former
+        former.budget = self.max_num_batched_tokens - n
+        former.preempted = 0
+        former.newly_scheduled = []
+        former.admit()
+        stats = self.stats
+        sched_delay = stats.sched_delay
+        for r in former.newly_scheduled:
+            r.schedule_time = now
+            sched_delay[r.id] = now - r.arrival_time
+        stats.queue_len_samples.append(len(self.wait_q))
+
+        new = running[n:]
+        delta = self.lazy_time([r for r in new if r.num_new_tokens > 0], n, self.ctx_lazy)
+        if delta < 1:
+            delta = 1
+        if not n:
+            self.itl_log = []
+            self.log_base = step
+        self.itl_log.append(delta + self.alpha2)
+        self.ctx_lazy += n
+        if new:
+            self._advance(new, now, delta)
+        used = kv.used_blocks
         if used > stats.peak_kv_blocks:
             stats.peak_kv_blocks = used
 
-        remaining = []
-        mml = self.max_model_len
-        for r in running:
-            n_out = r.output_len
-            if r.progress_index >= r.input_len + (n_out if n_out > 1 else 1) - 1:
-                if n_out > 0 and r.progress_index < r.input_len + n_out:
-                    if not self.kv.allocate(r, r.progress_index, r.progress_index + 1, None):
-                        stats.kv_allocation_failures += 1
-                self._complete(r, now, delta, capped=False)
-            elif mml > 0 and r.progress_index >= mml - 1:
-                self._complete(r, now, delta, capped=True)
-            else:
-                remaining.append(r)
-        self.running = remaining
-        if remaining or self.wait_q:
+        done = False
+        exits = self.exit_due.pop(step, None)
+        if exits:
+            if len(exits) > 1:
+                exits.sort()
+            for _, r in exits:
+                self._unlazy(r, step)
+                self._finish(r, now, delta)
+            done = True
+        for r in new:
+            if self._finish(r, now, delta):
+                done = True
+        if done:
+            self.running = running = [r for r in running if r.state == RUNNING]
+        for r in new:
+            if r.state == RUNNING and self._can_lazify(r):
+                self._lazify(r, step + 1)
+        if len(self.itl_log) > 4096:
+            self._trim_log()
+        if running or self.wait_q:
             self.push(now + delta, self.src, EV_STEP, None)
         else:
             self.step_pending = False
+        return True
+
+    def _can_lazify(self, r) -> bool:
+        return (r.progress_index >= r.input_len and r.output_len > 0
+                and r.id in self.kv.request_blocks)
+
+    def _lazify_all(self) -> None:
+        """After a reference step: go lazy if the whole batch is decoding and the lazy step is
+        likely to apply (enough budget and free blocks), otherwise stay on the reference path."""
+        running = self.running
+        if len(running) > self.max_num_batched_tokens or len(running) > len(self.kv.free):
+            return
+        for r in running:
+            if not self._can_lazify(r):
+                return
+        step = self.step_count + 1
+        self.itl_log = []
+        self.log_base = step
+        for r in running:
+            self._lazify(r, step)
+
+    def _lazify(self, r, first: int) -> None:
+        """``r`` (decoding, progress as of before step ``first``) decodes lazily from ``first``."""
+        p = r.progress_index
+        self.run_keys += 1
+        key = self.run_keys
+        r.run_key = key
+        r.lazy_from = first
+        self.n_lazy += 1
+        self.ctx_lazy += p
+        last = first + r.input_len + r.output_len - 2 - p
+        mml = self.max_model_len
+        if mml > 0 and first + mml - 2 - p < last:
+            last = first + mml - 2 - p
+        r.exit_step = last
+        due = self.exit_due.get(last)
+        if due is None:
+            self.exit_due[last] = [(key, r)]
+        else:
+            due.append((key, r))
+        bs = self.kv.block_size
+        fill = self.kv.last_fill(r)
+        if fill >= bs:
+            self._due(first, key, True, r)
+        elif first + bs - fill - 1 <= last:
+            self._due(first + bs - fill - 1, key, False, r)
+        else:
+            r.kv_step = -1
+
+    def _due(self, step: int, key: int, opens: bool, r) -> None:
+        r.kv_step = step
+        due = self.kv_due.get(step)
+        if due is None:
+            self.kv_due[step] = [(key, opens, r)]
+        else:
+            due.append((key, opens, r))
+
+    def _drop_due(self, r) -> None:
+        """Forget ``r``'s scheduled block and exit steps (it leaves the lazy set early)."""
+        for table, step in ((self.kv_due, r.kv_step), (self.exit_due, r.exit_step)):
+            due = table.get(step)
+            if due is not None:
+                due = [e for e in due if e[-1] is not r]
+                if due:
+                    table[step] = due
+                else:
+                    del table[step]
+
+    def _unlazy(self, r, through: int) -> None:
+        """Write back the steps ``r.lazy_from .. through`` into ``r`` and its last KV block."""
+        first = r.lazy_from
+        k = through - first + 1
+        r.lazy_from = -1
+        self.n_lazy -= 1
+        if k > 0:
+            r.progress_index += k
+            r.computed_tokens += k
+            r.num_new_tokens = 1
+            b = self.log_base
+            r.itl.extend(self.itl_log[first - b:through + 1 - b])
+            self.kv.sync_fill(r, r.progress_index)
+        self.ctx_lazy -= r.progress_index
+
+    def _unlazy_all(self) -> None:
+        step = self.step_count
+        for r in self.running:
+            if r.lazy_from >= 0:
+                self._unlazy(r, step)
+        self.kv_due.clear()
+        self.exit_due.clear()
+        self.itl_log = []
+
+    def _trim_log(self) -> None:
+        first = min((r.lazy_from for r in self.running if r.lazy_from >= 0), default=0)
+        drop = first - self.log_base
+        if drop > 0:
+            del self.itl_log[:drop]
+            self.log_base = first
+
+    def finalize(self) -> None:
+        """End of the run: write lazy progress back so requests read as step by step."""
+        if self.n_lazy:
+            self._unlazy_all()
 
     def _complete(self, r, now: int, delta: int, capped: bool) -> None:
         stats = self.stats

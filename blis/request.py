@@ -37,7 +37,7 @@ class Request:
         "assigned_instance", "deadline", "slo_target_us", "redirected", "is_decode_sub_request",
         "gateway_enqueue_time", "gateway_dispatch_time",
         "enqueue_time", "schedule_time", "completion_time", "think_time_us", "computed_tokens",
-        "_block_hashes",
+        "_block_hashes", "lazy_from", "run_key", "exit_step", "kv_step",
     )
 
     def __init__(self, id: str, input_tokens, output_tokens, arrival_time: int, *,
@@ -91,6 +91,10 @@ class Request:
         self.think_time_us = think_time_us
         self.computed_tokens = 0
         self._block_hashes = None
+        self.lazy_from = -1  # engine bookkeeping for lazily advanced decodes (blis.instance)
+        self.run_key = 0
+        self.exit_step = 0
+        self.kv_step = -1
 
     def block_hashes(self, block_size: int) -> list[bytes]:
         """Chained hashes of the full input blocks (computed once, reused by cache and router)."""

@@ -134,10 +134,15 @@ class TrainedPhysicsModel(LatencyModel):
     def step_time(self, batch) -> int:
         if not batch:
             return 1
+        return self.step_time_with_decodes(batch, 0, 0)
+
+    def step_time_with_decodes(self, batch, n_dec: int, ctx_dec: int) -> int:
+        """Step time of ``batch`` plus ``n_dec`` decoding requests whose progress sums to
+        ``ctx_dec``: decodes enter only through integer totals, so they need not be listed."""
         tpf = 0
         pf_attn = 0.0
-        tdc = 0
-        ctx = 0
+        tdc = n_dec
+        ctx = ctx_dec
         for r in batch:
             n = r.num_new_tokens
             if r.progress_index < r.input_len:
@@ -146,7 +151,7 @@ class TrainedPhysicsModel(LatencyModel):
             elif r.output_len > 0:
                 tdc += 1
                 ctx += r.progress_index
-        t = self._const + self._per_req * len(batch) + self._comm * (tpf + tdc)
+        t = self._const + self._per_req * (len(batch) + n_dec) + self._comm * (tpf + tdc)
         if tpf:
             comp = self._comp * tpf + self._attn * pf_attn
             kv = self._kv * tpf
