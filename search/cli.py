@@ -84,7 +84,7 @@ def register(subparsers) -> None:
         help="multi-objective search over simulator configurations",
         description="Run or resume the Optuna study described by a study YAML file; trials run as Ray tasks.",
     )
-    p.add_argument("study", help="study YAML file (see the README, "Study file reference")")
+    p.add_argument("study", help='study YAML file (see the README, "Study file reference")')
     p.add_argument("--trials", type=_positive_int, help="total finished trials wanted (default: the study's trials:, else 20)")
     p.add_argument("--workers", type=_positive_int, help="concurrent trials (default: CPU count, or the cluster's CPUs)")
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
