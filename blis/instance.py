@@ -291,19 +291,27 @@ class Instance:
         if evs:
             if len(evs) > 1:
                 evs.sort()
-            bs = kv.block_size
-            for key, opens, r in evs:
-                if opens:
-                    kv.decode_pop(r)
-                    if bs > 1:  # bs - 1 more tokens fill the new block
-                        nxt, opens = step + bs - 1, False
-                    else:
-                        nxt = step + 1
+            due = self.kv_due
+            after_pop = step + kv.block_size - 1 if kv.block_size > 1 else step + 1
+            opens_next = kv.block_size == 1
+            pop, fill = kv.decode_pop, kv.decode_fill
+            for e in evs:
+                r = e[2]
+                if e[1]:
+                    pop(r)
+                    nxt = after_pop
+                    e = (e[0], opens_next, r)
                 else:
-                    kv.decode_fill(r)
-                    nxt, opens = step + 1, True
+                    fill(r)
+                    nxt = step + 1
+                    e = (e[0], True, r)
                 if nxt <= r.exit_step:
-                    self._due(nxt, key, opens, r)
+                    r.kv_step = nxt
+                    lst = due.get(nxt)
+                    if lst is None:
+                        due[nxt] = [e]
+                    else:
+                        lst.append(e)
                 else:
                     r.kv_step = -1
         former = self.former

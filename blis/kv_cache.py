@@ -8,6 +8,7 @@ check-then-act: a refused allocation leaves no partial state (INV-4).
 from __future__ import annotations
 
 from collections import OrderedDict
+from hashlib import blake2b
 
 import numpy as np
 
@@ -165,16 +166,37 @@ class KVCache:
     # ---- decode steps the engine advances without materialising every token ---------------
     def decode_pop(self, req) -> None:
         """The next decode token of ``req`` opens a new block (its last block is full)."""
-        b = self._pop_free()
+        b, _ = self.free.popitem(last=False)
+        old = self.block_hash[b]
+        if old is not None:
+            if self.hash_to_block.get(old) == b:
+                del self.hash_to_block[old]
+                self.mutations += 1
+            self.block_hash[b] = None
+        self.cache_misses += 1
         self.block_fill[b] = 1
         self.ref_count[b] = 1
         self.request_blocks[req.id].append(b)
 
     def decode_fill(self, req) -> None:
-        """The next decode token of ``req`` completes its last block, which becomes cacheable."""
-        owned = self.request_blocks[req.id]
-        self.block_fill[owned[-1]] = self.block_size
-        self._register(req, owned, len(owned) - 1)
+        """The next decode token of ``req`` completes its last block, which becomes cacheable.
+        The block holds at least that output token, so it is never a pure input block."""
+        rid = req.id
+        owned = self.request_blocks[rid]
+        k = len(owned) - 1
+        b = owned[k]
+        bs = self.block_size
+        self.block_fill[b] = bs
+        a = self.request_base[rid] + k * bs - req.input_len
+        prev = self.block_hash[owned[k - 1]] if k else b""
+        if a >= 0:
+            data = req.output_tokens[a:a + bs].tobytes()
+        else:
+            data = req.tokens_between(a + req.input_len, a + req.input_len + bs).tobytes()
+        h = blake2b((prev or b"") + data, digest_size=16).digest()  # = hash_block, inlined
+        self.block_hash[b] = h
+        self.hash_to_block[h] = b
+        self.mutations += 1
 
     def last_fill(self, req) -> int:
         owned = self.request_blocks[req.id]
