@@ -46,19 +46,24 @@ class ClusterSimulator:
         # optional subsystems register handlers for their cluster-event priorities here
         self.handlers: dict = {}
         self.pd = None
+        self.fleet = None
         deployments = [deployment] * cfg.num_instances
         if cfg.pd.enabled:
             from blis.pd import PDCoordinator, pool_deployments
             self.pd = PDCoordinator(self, cfg)
             deployments = pool_deployments(cfg, deployment)
+        elif cfg.node_pools:
+            deployments = []  # the fleet places the initial instances on nodes
         self.instances = [
             Instance(i, deployments[i], cfg.engine, build_scheduler(pol.scheduler),
                      pol.preemption_policy, self.push, cfg.horizon, self._on_finished)
-            for i in range(cfg.num_instances)
+            for i in range(len(deployments))
         ]
+        self.route_pool = self.instances  # instances routing may pick
         if self.pd is not None:
             self.handlers.update(self.pd.attach(self.instances))
-        n = cfg.num_instances
+        n = len(self.instances)
+        self.instance_cost = [0.0] * n   # $/hour of each instance's GPUs (node pools only)
         self.in_flight = [0] * n
         self.refresh_interval = pol.snapshot_refresh_interval
         self._signals = [(0, 0, 0.0, 0, 0.0, 0)] * n
@@ -75,6 +80,25 @@ class ClusterSimulator:
         self.routed: dict[str, object] = {}
         self.arrived: list = []
         self._model = cfg.deployment.model.lower()
+        if cfg.node_pools or cfg.lifecycle is not None:
+            from blis.lifecycle import Fleet
+            self.fleet = Fleet(self, cfg, deployment)
+            self.handlers.update(self.fleet.start())
+
+    def add_instance(self, deployment) -> Instance:
+        """A new instance (node pools / autoscaler); it takes the next index."""
+        pol = self.cfg.policy
+        inst = Instance(len(self.instances), deployment, self.cfg.engine,
+                        build_scheduler(pol.scheduler), pol.preemption_policy, self.push,
+                        self.horizon, self._on_finished)
+        self.instances.append(inst)
+        self.instance_cost.append(0.0)
+        self.in_flight.append(0)
+        self._signals.append((0, 0, 0.0, 0, 0.0, 0))
+        self._signal_time.append(0)
+        self._cache_maps.append({})
+        self._cache_versions.append(-1)
+        return inst
 
     def push(self, t: int, src: int, prio: int, payload) -> None:
         self.seq += 1
@@ -98,10 +122,10 @@ class ClusterSimulator:
             preemption_count=pre, total_kv_capacity_tokens=total * kv.block_size,
             kv_tokens_in_use=int(round(util * total)) * kv.block_size,
             max_batch_size=inst.max_num_seqs, gpu_type=inst.deployment.gpu,
-            tp=inst.deployment.tp, cost_per_hour=0.0)
+            tp=inst.deployment.tp, cost_per_hour=self.instance_cost[i])
 
     def _router_state(self, req, pool: list | None = None) -> RouterState:
-        """Snapshots of ``pool`` (default: every instance) serving the request's model."""
+        """Snapshots of ``pool`` (default: the routable instances) serving the request's model."""
         if self.cache_delay > 0 and self.clock - self._cache_time >= self.cache_delay:
             self._cache_time = self.clock
             for inst in self.instances:
@@ -109,7 +133,7 @@ class ClusterSimulator:
                     self._cache_maps[inst.index] = dict(inst.kv.hash_to_block)
                     self._cache_versions[inst.index] = inst.kv.mutations
         want = req.model.lower() if req.model else ""
-        snaps = [self._snapshot(inst) for inst in (self.instances if pool is None else pool)
+        snaps = [self._snapshot(inst) for inst in (self.route_pool if pool is None else pool)
                  if not want or not self._model or want == self._model]
         return RouterState(snapshots=snaps, clock=self.clock, cached_blocks=self._cached_blocks)
 
@@ -128,6 +152,8 @@ class ClusterSimulator:
         idx = int(req.assigned_instance.rsplit("_", 1)[1])
         if self.in_flight[idx] > 0:
             self.in_flight[idx] -= 1
+        if self.fleet is not None:
+            self.fleet.on_request_done(idx, tick)
         if self.pd is not None and self.pd.on_finished(req, tick, dropped):
             return
         self.admission.on_finished(req)
@@ -193,6 +219,8 @@ class ClusterSimulator:
     def _inject(self, req, idx: int, t: int) -> None:
         """Hand a routed request to instance ``idx``."""
         self.in_flight[idx] += 1
+        if self.fleet is not None:
+            self.fleet.on_routed(req, idx)
         self.admission.on_routed(req)
         self.routed[req.id] = req
         req.priority = self.slo.vllm_priority(req.slo_class)

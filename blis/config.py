@@ -92,6 +92,54 @@ class PDConfig:
 
 
 @dataclass
+class DelaySpec:
+    """A delay in seconds, sampled as ``max(0, N(mean, stddev))`` (constant when stddev is 0)."""
+
+    mean: float = 0.0
+    stddev: float = 0.0
+
+
+@dataclass
+class NodePoolConfig:
+    """A pool of identical GPU nodes (spec §13.1); ``cost_per_hour`` is $ per node-hour."""
+
+    name: str
+    gpu_type: str
+    gpus_per_node: int
+    gpu_memory_gib: float
+    initial_nodes: int = 0
+    min_nodes: int = 0
+    max_nodes: int = 0
+    provisioning_delay: DelaySpec = field(default_factory=DelaySpec)
+    cost_per_hour: float = 0.0
+
+
+@dataclass
+class LifecycleConfig:
+    """Instance lifecycle (spec §13.2): loading delay, warm-up and drain behaviour."""
+
+    loading_delay: DelaySpec = field(default_factory=DelaySpec)
+    warm_start_initial_instances: bool = False
+    warm_up_request_count: int = 0
+    warm_up_ttft_factor: float = 1.0
+    drain_policy: str = "WAIT"
+
+
+@dataclass
+class AutoscalerConfig:
+    """WVA-style autoscaler (spec §13.3); enabled when ``interval_us > 0``."""
+
+    interval_us: int = 0
+    scale_up_stabilization_window_us: int = 0
+    scale_down_stabilization_window_us: int = 0
+    hpa_scrape_delay: DelaySpec = field(default_factory=DelaySpec)
+    kv_cache_threshold: float = 0.8
+    scale_up_threshold: float = 0.8
+    scale_down_boundary: float = 0.4
+    avg_input_tokens: float = 512.0
+
+
+@dataclass
 class SimConfig:
     """Everything one simulation run needs. ``workload`` is a ``blis.workload.spec.WorkloadSpec``."""
 
@@ -103,6 +151,9 @@ class SimConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     pd: PDConfig = field(default_factory=PDConfig)
+    node_pools: list[NodePoolConfig] = field(default_factory=list)
+    lifecycle: LifecycleConfig | None = None
+    autoscaler: AutoscalerConfig | None = None
     workload: Any = None
     timeout_override_us: int | None = None  # set for every client when --timeout applies (0 = none)
     # goodput targets: class -> {"ttft_ms": x, "itl_ms": y, "e2e_ms": z} (0 / absent = unchecked)

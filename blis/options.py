@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from blis.config import (MAX_INT64, DeploymentConfig, EngineConfig, PDConfig, PolicyConfig,
-                         SimConfig)
+from blis.config import (MAX_INT64, AutoscalerConfig, DelaySpec, DeploymentConfig, EngineConfig,
+                         LifecycleConfig, NodePoolConfig, PDConfig, PolicyConfig, SimConfig)
 from blis.errors import ConfigError
 
 _DIST_KEYS = ("prompt_tokens", "prompt_tokens_stdev", "prompt_tokens_min", "prompt_tokens_max",
@@ -175,8 +175,20 @@ _BUNDLE_KEYS = {
     "scheduler": None,
     "preemption": {"policy"},
     "tenant_budgets": None,
+    "node_pools": None,
+    "instance_lifecycle": None,
+    "autoscaler": None,
 }
-_UNSUPPORTED_BUNDLE = ("node_pools", "autoscaler", "instance_lifecycle")
+_POOL_KEYS = ("name", "gpu_type", "gpus_per_node", "gpu_memory_gib", "initial_nodes", "min_nodes",
+              "max_nodes", "provisioning_delay", "cost_per_hour")
+_POOL_REQUIRED = ("name", "gpu_type", "gpus_per_node", "gpu_memory_gib", "max_nodes")
+_LIFECYCLE_KEYS = ("loading_delay", "warm_start_initial_instances", "warm_up_request_count",
+                   "warm_up_ttft_factor", "drain_policy")
+DRAIN_POLICIES = ("WAIT", "IMMEDIATE")
+_AUTOSCALER_KEYS = ("interval_us", "scale_up_stabilization_window_us",
+                    "scale_down_stabilization_window_us", "hpa_scrape_delay", "analyzer")
+_ANALYZER_KEYS = ("kv_cache_threshold", "scale_up_threshold", "scale_down_boundary",
+                  "avg_input_tokens")
 
 
 def _check_keys(data: dict, allowed, where: str) -> None:
@@ -189,10 +201,6 @@ def _check_keys(data: dict, allowed, where: str) -> None:
 
 def apply_policy_bundle(bundle: dict, opts: dict, pol: PolicyConfig) -> None:
     """Fill ``pol`` from a policy bundle where the corresponding flag was not given (R18)."""
-    for key in bundle:
-        if key in _UNSUPPORTED_BUNDLE:
-            raise ConfigError(f"policy-config.{key}",
-                              "node pools / autoscaling / instance lifecycle are not implemented yet")
     _check_keys(bundle, _BUNDLE_KEYS, "")
     adm = bundle.get("admission") or {}
     if isinstance(adm, dict) and "slo_targets" in adm:
@@ -255,6 +263,139 @@ def apply_policy_bundle(bundle: dict, opts: dict, pol: PolicyConfig) -> None:
             if not 0 <= f <= 1:
                 raise ConfigError(f"tenant_budgets.{tenant}", f"must be in [0, 1], got {f}")
             pol.tenant_budgets[str(tenant)] = f
+
+
+def _number(value, where: str, kind=float, minimum: float | None = None,
+            strict: bool = False) -> float:
+    """A finite number of ``kind`` (>= or, with ``strict``, > ``minimum``)."""
+    try:
+        v = _coerce(where, kind, value)
+    except ConfigError:
+        raise ConfigError(where, f"must be {'an integer' if kind is int else 'a number'}, "
+                                 f"got {value!r}") from None
+    if v is None or not math.isfinite(v):
+        raise ConfigError(where, f"must be a finite number, got {value!r}")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise ConfigError(where, f"must be {'>' if strict else '>='} {minimum:g}, got {v:g}")
+    return v
+
+
+def _delay(raw, where: str) -> DelaySpec:
+    if raw is None:
+        return DelaySpec()
+    _check_keys(raw, ("mean", "stddev"), where)
+    return DelaySpec(mean=_number(raw.get("mean", 0), f"{where}.mean", minimum=0),
+                     stddev=_number(raw.get("stddev", 0), f"{where}.stddev", minimum=0))
+
+
+def _node_pools(raw) -> list[NodePoolConfig]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("node_pools", "must be a non-empty list of pools")
+    pools, names = [], set()
+    for i, item in enumerate(raw):
+        where = f"node_pools[{i}]"
+        _check_keys(item, _POOL_KEYS, where)
+        for key in _POOL_REQUIRED:
+            if key not in item:
+                raise ConfigError(f"{where}.{key}", "is required")
+        name = str(item["name"])
+        if not name or name in names:
+            raise ConfigError(f"{where}.name", f"must be a unique non-empty name, got {name!r}")
+        names.add(name)
+        pool = NodePoolConfig(
+            name=name, gpu_type=str(item["gpu_type"]),
+            gpus_per_node=int(_number(item["gpus_per_node"], f"{where}.gpus_per_node", int, 1)),
+            gpu_memory_gib=_number(item["gpu_memory_gib"], f"{where}.gpu_memory_gib", strict=True,
+                                   minimum=0),
+            initial_nodes=int(_number(item.get("initial_nodes", 0), f"{where}.initial_nodes", int, 0)),
+            min_nodes=int(_number(item.get("min_nodes", 0), f"{where}.min_nodes", int, 0)),
+            max_nodes=int(_number(item["max_nodes"], f"{where}.max_nodes", int, 1)),
+            provisioning_delay=_delay(item.get("provisioning_delay"), f"{where}.provisioning_delay"),
+            cost_per_hour=_number(item.get("cost_per_hour", 0), f"{where}.cost_per_hour", minimum=0))
+        if pool.max_nodes < pool.initial_nodes:
+            raise ConfigError(f"{where}.max_nodes", f"({pool.max_nodes}) must be >= initial_nodes "
+                                                    f"({pool.initial_nodes})")
+        if pool.min_nodes > pool.max_nodes:
+            raise ConfigError(f"{where}.min_nodes", f"({pool.min_nodes}) must be <= max_nodes "
+                                                    f"({pool.max_nodes})")
+        pools.append(pool)
+    return pools
+
+
+def _lifecycle(raw) -> LifecycleConfig:
+    _check_keys(raw or {}, _LIFECYCLE_KEYS, "instance_lifecycle")
+    raw = raw or {}
+    drain = str(raw.get("drain_policy", "WAIT"))
+    if drain == "REDIRECT":
+        raise ConfigError("instance_lifecycle.drain_policy",
+                          "REDIRECT is not supported; use WAIT or IMMEDIATE")
+    if drain not in DRAIN_POLICIES:
+        raise ConfigError("instance_lifecycle.drain_policy",
+                          f"unknown policy '{drain}'; choose one of {', '.join(DRAIN_POLICIES)}")
+    warm = raw.get("warm_start_initial_instances", False)
+    if not isinstance(warm, bool):
+        raise ConfigError("instance_lifecycle.warm_start_initial_instances",
+                          f"must be true or false, got {warm!r}")
+    factor = _number(raw.get("warm_up_ttft_factor", 1.0), "instance_lifecycle.warm_up_ttft_factor",
+                     minimum=1)
+    return LifecycleConfig(
+        loading_delay=_delay(raw.get("loading_delay"), "instance_lifecycle.loading_delay"),
+        warm_start_initial_instances=warm,
+        warm_up_request_count=int(_number(raw.get("warm_up_request_count", 0),
+                                          "instance_lifecycle.warm_up_request_count", int, 0)),
+        warm_up_ttft_factor=factor, drain_policy=drain)
+
+
+def _autoscaler(raw) -> AutoscalerConfig:
+    _check_keys(raw or {}, _AUTOSCALER_KEYS, "autoscaler")
+    raw = raw or {}
+    an = raw.get("analyzer") or {}
+    _check_keys(an, _ANALYZER_KEYS, "autoscaler.analyzer")
+    cfg = AutoscalerConfig(
+        interval_us=int(_number(raw.get("interval_us", 0), "autoscaler.interval_us", int, 0)),
+        scale_up_stabilization_window_us=int(_number(
+            raw.get("scale_up_stabilization_window_us", 0),
+            "autoscaler.scale_up_stabilization_window_us", int, 0)),
+        scale_down_stabilization_window_us=int(_number(
+            raw.get("scale_down_stabilization_window_us", 0),
+            "autoscaler.scale_down_stabilization_window_us", int, 0)),
+        hpa_scrape_delay=_delay(raw.get("hpa_scrape_delay"), "autoscaler.hpa_scrape_delay"))
+    for key in ("kv_cache_threshold", "scale_up_threshold", "scale_down_boundary"):
+        if key in an:
+            v = _number(an[key], f"autoscaler.analyzer.{key}", strict=True, minimum=0)
+            if v > 1:
+                raise ConfigError(f"autoscaler.analyzer.{key}", f"must be in (0, 1], got {v:g}")
+            setattr(cfg, key, v)
+    if "avg_input_tokens" in an:
+        cfg.avg_input_tokens = _number(an["avg_input_tokens"], "autoscaler.analyzer.avg_input_tokens",
+                                       strict=True, minimum=0)
+    if cfg.scale_down_boundary >= cfg.scale_up_threshold:
+        raise ConfigError("autoscaler.analyzer.scale_down_boundary",
+                          f"({cfg.scale_down_boundary:g}) must be < scale_up_threshold "
+                          f"({cfg.scale_up_threshold:g})")
+    return cfg
+
+
+def _infra_config(bundle: dict, cfg: SimConfig, replay: bool) -> None:
+    """node_pools / instance_lifecycle / autoscaler bundle sections (spec §13, §16.3)."""
+    present = [k for k in ("node_pools", "instance_lifecycle", "autoscaler") if k in bundle]
+    if not present:
+        return
+    if replay and ("node_pools" in present or "autoscaler" in present):
+        raise ConfigError(f"policy-config.{present[0]}",
+                          "node pools and the autoscaler are not supported by replay (INV-13)")
+    if "node_pools" in bundle:
+        cfg.node_pools = _node_pools(bundle["node_pools"])
+    if "instance_lifecycle" in bundle:
+        cfg.lifecycle = _lifecycle(bundle["instance_lifecycle"])
+    if "autoscaler" in bundle:
+        cfg.autoscaler = _autoscaler(bundle["autoscaler"])
+        if cfg.autoscaler.interval_us == 0:
+            cfg.autoscaler = None
+        elif not cfg.node_pools:
+            raise ConfigError("autoscaler", "needs node_pools to place new instances on")
+    if cfg.node_pools and cfg.pd.enabled:
+        raise ConfigError("node_pools", "node pools cannot be combined with prefill/decode pools")
 
 
 def _validate_policy_names(pol: PolicyConfig) -> None:
@@ -358,13 +499,16 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
         scheduler=_get(opts, "scheduler"), preemption_policy=_get(opts, "preemption_policy"),
         snapshot_refresh_interval=_get(opts, "snapshot_refresh_interval"),
         cache_signal_delay=_get(opts, "cache_signal_delay"))
+    bundle = {}
     if opts.get("policy_config") is not None:
-        apply_policy_bundle(load_yaml_source(opts["policy_config"], "policy-config"), opts, pol)
+        bundle = load_yaml_source(opts["policy_config"], "policy-config")
+        apply_policy_bundle(bundle, opts, pol)
     _validate_policy_names(pol)
 
     cfg = SimConfig(num_instances=_get(opts, "num_instances"), deployment=dep, engine=engine,
                     policy=pol)
     cfg.pd = _pd_config(opts, cfg.num_instances)
+    _infra_config(bundle, cfg, replay)
     timeout = _get(opts, "timeout")
     if timeout == 0:
         raise ConfigError("timeout", "must be non-zero (seconds; negative disables)")

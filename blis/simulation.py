@@ -30,6 +30,7 @@ class SimResult:
     per_class: dict = field(default_factory=dict)
     duration_s: float = 0.0
     pd: dict | None = None              # P/D summary (§12.4) when pools are configured
+    fleet: dict | None = None           # cost and size of the fleet when node pools are configured
     _req_stats: object = None
 
     @property
@@ -65,6 +66,8 @@ class SimResult:
                 "max_model_len": dep.max_model_len,
             },
         }
+        if self.fleet is not None:
+            out["deployment"].update(self.fleet)
         if self.pd is not None:
             out["pd"] = {k: (None if isinstance(v, float) and math.isinf(v) else v)
                          for k, v in self.pd.items()}
@@ -240,6 +243,22 @@ def _per_class_summary(res: SimResult) -> dict:
     return out
 
 
+def _merge_stats(instances) -> InstanceStats:
+    """All instances' counters and per-request records in one stats object."""
+    out = InstanceStats()
+    for inst in instances:
+        s = inst.stats
+        for name in ("completed", "dropped_unservable", "timed_out", "length_capped", "preemptions",
+                     "kv_allocation_failures", "total_input_tokens", "total_output_tokens"):
+            setattr(out, name, getattr(out, name) + getattr(s, name))
+        out.ttft.update(s.ttft)
+        out.e2e.update(s.e2e)
+        out.itl_mean.update(s.itl_mean)
+        out.sched_delay.update(s.sched_delay)
+        out.itl_samples.extend(s.itl_samples)
+    return out
+
+
 def run_simulation(cfg, requests: list | None = None) -> SimResult:
     """Simulate ``cfg``; ``requests`` (e.g. from a replayed trace) replaces the generated workload."""
     deployment = resolve_deployment(cfg.deployment, cfg.engine)
@@ -260,7 +279,16 @@ def run_simulation(cfg, requests: list | None = None) -> SimResult:
     res.duration_s = cluster_end / 1e6
     queued = sum(len(i.wait_q) for i in sim.instances)
     running = sum(len(i.running) for i in sim.instances)
-    if sim.pd is None:
+    fleet = sim.fleet
+    if fleet is not None and fleet.warm_ids and fleet.lc.warm_up_ttft_factor != 1.0:
+        warmed = _merge_stats(sim.instances)
+        factor = fleet.lc.warm_up_ttft_factor
+        for rid in fleet.warm_ids:
+            if rid in warmed.ttft:
+                warmed.ttft[rid] *= factor
+        res._req_stats = warmed
+        res.cluster = metrics_output("cluster", [warmed], queued, running, cluster_end)
+    elif sim.pd is None:
         res.cluster = metrics_output("cluster", [i.stats for i in sim.instances], queued, running,
                                      cluster_end)
     else:
@@ -269,6 +297,10 @@ def run_simulation(cfg, requests: list | None = None) -> SimResult:
         res.cluster = metrics_output("cluster", [projected], queued, running + in_transfer,
                                      cluster_end)
         res.pd = sim.pd.summary(projected.ttft, sim.instances, res.duration_s)
+    if fleet is not None and fleet.nodes is not None:
+        res.fleet = fleet.summary(cluster_end)
+        for key in ("gpu_hours", "cost_usd", "peak_instances"):
+            res.cluster[key] = res.fleet[key]
     if cfg.slo_targets:
         overall, per = goodput(res.completed_rows_by_class(), res.injected_by_class(),
                                cfg.slo_targets, res.duration_s)
