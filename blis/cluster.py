@@ -70,7 +70,6 @@ class ClusterSimulator:
         self._signal_time = [0] * n
         self.cache_delay = pol.cache_signal_delay
         self._cache_maps = [{} for _ in range(n)]
-        self._cache_versions = [-1] * n
         self._cache_time = 0
         self.injected_by_class: dict[str, int] = {}
         self.rejected = 0
@@ -97,7 +96,6 @@ class ClusterSimulator:
         self._signals.append((0, 0, 0.0, 0, 0.0, 0))
         self._signal_time.append(0)
         self._cache_maps.append({})
-        self._cache_versions.append(-1)
         return inst
 
     def push(self, t: int, src: int, prio: int, payload) -> None:
@@ -128,21 +126,29 @@ class ClusterSimulator:
         """Snapshots of ``pool`` (default: the routable instances) serving the request's model."""
         if self.cache_delay > 0 and self.clock - self._cache_time >= self.cache_delay:
             self._cache_time = self.clock
-            for inst in self.instances:
-                if inst.kv.mutations != self._cache_versions[inst.index]:
-                    self._cache_maps[inst.index] = dict(inst.kv.hash_to_block)
-                    self._cache_versions[inst.index] = inst.kv.mutations
+            for inst in self.instances:  # from now on: the live map seen through a journal
+                inst.kv.journal = {}
+                self._cache_maps[inst.index] = None
         want = req.model.lower() if req.model else ""
         snaps = [self._snapshot(inst) for inst in (self.route_pool if pool is None else pool)
                  if not want or not self._model or want == self._model]
         return RouterState(snapshots=snaps, clock=self.clock, cached_blocks=self._cached_blocks)
 
     def _cached_blocks(self, index: int, req) -> int:
-        h2b = (self.instances[index].kv.hash_to_block if self.cache_delay <= 0
-               else self._cache_maps[index])
+        kv = self.instances[index].kv
+        h2b = kv.hash_to_block
+        journal = None
+        if self.cache_delay > 0:
+            if self._cache_maps[index] is None:
+                journal = kv.journal
+            else:  # no refresh yet
+                h2b = self._cache_maps[index]
         n = 0
         for h in req.block_hashes(self.deployment.block_size):
-            if h not in h2b:
+            if journal and h in journal:
+                if not journal[h]:
+                    break
+            elif h not in h2b:
                 break
             n += 1
         return n

@@ -30,7 +30,11 @@ class KVCache:
         self.request_base: dict[str, int] = {}  # sequence position of a request's first block
         self.cache_hits = 0
         self.cache_misses = 0
-        self.mutations = 0  # bumped whenever hash_to_block changes; lets routers skip re-copies
+        self.mutations = 0  # bumped whenever hash_to_block changes
+        # When not None: hash -> whether it was in hash_to_block when the journal was (re)started.
+        # The router's delayed prefix-cache view is the live map corrected by this journal, so a
+        # cache-signal refresh costs O(1) instead of a copy of the whole map.
+        self.journal: dict[bytes, bool] | None = None
 
     # ---- queries -------------------------------------------------------------------------
     @property
@@ -47,6 +51,13 @@ class KVCache:
     def hit_rate(self) -> float:
         total = self.cache_hits + self.cache_misses
         return self.cache_hits / total if total else 0.0
+
+    def note_hash_change(self, h: bytes) -> None:
+        """Call before changing ``hash_to_block[h]`` outside this class (tiers, subclasses), so
+        the router's delayed prefix-cache view stays exact."""
+        j = self.journal
+        if j is not None and h not in j:
+            j[h] = h in self.hash_to_block
 
     def get_cached_blocks(self, req) -> list[int]:
         """Block ids of the longest cached full-block prefix of ``req``'s input (pure query)."""
@@ -138,6 +149,9 @@ class KVCache:
         old = self.block_hash[b]
         if old is not None:
             if self.hash_to_block.get(old) == b:
+                j = self.journal
+                if j is not None and old not in j:
+                    j[old] = True
                 del self.hash_to_block[old]
                 self.mutations += 1
             self.block_hash[b] = None
@@ -160,6 +174,9 @@ class KVCache:
             prev = self.block_hash[owned[k - 1]] if k > 0 else b""
             h = hash_block(prev or b"", req.tokens_between(a, a + bs))
         self.block_hash[b] = h
+        j = self.journal
+        if j is not None and h not in j:
+            j[h] = h in self.hash_to_block
         self.hash_to_block[h] = b
         self.mutations += 1
 
@@ -170,6 +187,9 @@ class KVCache:
         old = self.block_hash[b]
         if old is not None:
             if self.hash_to_block.get(old) == b:
+                j = self.journal
+                if j is not None and old not in j:
+                    j[old] = True
                 del self.hash_to_block[old]
                 self.mutations += 1
             self.block_hash[b] = None
@@ -195,6 +215,9 @@ class KVCache:
             data = req.tokens_between(a + req.input_len, a + req.input_len + bs).tobytes()
         h = blake2b((prev or b"") + data, digest_size=16).digest()  # = hash_block, inlined
         self.block_hash[b] = h
+        j = self.journal
+        if j is not None and h not in j:
+            j[h] = h in self.hash_to_block
         self.hash_to_block[h] = b
         self.mutations += 1
 
