@@ -48,6 +48,10 @@ _HELP = {
     "decode_tp": "P/D: tensor parallelism of decode-pool and shared instances (default --tp)",
     "prefill_hardware": "P/D: GPU type of prefill-pool instances (default --hardware)",
     "decode_hardware": "P/D: GPU type of decode-pool and shared instances (default --hardware)",
+    "kv_cpu_blocks": "CPU KV tier size in blocks; 0 (default) = GPU only",
+    "kv_offload_threshold": "accepted for compatibility, in [0, 1]; has no effect (as in BLIS)",
+    "kv_transfer_bandwidth": "CPU->GPU KV reload bandwidth in tokens/us (default 100)",
+    "kv_transfer_base_latency": "fixed CPU->GPU reload latency per block in us (default 0)",
 }
 
 

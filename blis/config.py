@@ -38,6 +38,10 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048
     block_size: int = 16
     long_prefill_token_threshold: int = 0
+    kv_cpu_blocks: int = 0              # > 0 adds a CPU tier (spec §5.8)
+    kv_offload_threshold: float = 0.9   # accepted for compatibility; the reference ignores it
+    kv_transfer_bandwidth: float = 100.0     # CPU->GPU reload, tokens per µs
+    kv_transfer_base_latency: int = 0        # µs per reloaded block
 
 
 @dataclass

@@ -103,6 +103,13 @@ class Instance:
         self.kv_due: dict[int, list] = {}  # step -> [(run_key, opens_block, req)]
         self.exit_due: dict[int, list] = {}  # step -> [(run_key, req)]
         self.run_keys = 0
+        self.kv_tiered = engine_cfg.kv_cpu_blocks > 0
+        if self.kv_tiered:  # CPU KV tier (spec §5.8), mirrored every step: reference steps only
+            from blis.kv_tiered import TieredKVCache
+            self.kv = TieredKVCache(deployment.total_kv_blocks, deployment.block_size,
+                                    engine_cfg.kv_cpu_blocks, engine_cfg.kv_transfer_bandwidth,
+                                    engine_cfg.kv_transfer_base_latency)
+            self.lazy_time = None
 
     # ---- entry points ----------------------------------------------------------------------
     def inject(self, req, t: int) -> None:
@@ -220,6 +227,9 @@ class Instance:
 
         batch = [r for r in running if r.num_new_tokens > 0]
         delta = self.latency.step_time(batch)
+        if self.kv_tiered:
+            delta += self.kv.take_transfer_latency()
+            self.kv.mirror_to_cpu(running)
         if delta < 1:
             delta = 1
         self._advance(running, now, delta)

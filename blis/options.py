@@ -52,14 +52,17 @@ OPTIONS: dict[str, tuple] = {
     "pd_transfer_base_latency": (float, 0.05), "pd_transfer_contention": (bool, False),
     "prefill_tp": (int, 0), "decode_tp": (int, 0), "prefill_hardware": (str, ""),
     "decode_hardware": (str, ""),
+    "kv_cpu_blocks": (int, 0), "kv_offload_threshold": (float, 0.9),
+    "kv_transfer_bandwidth": (float, 100.0), "kv_transfer_base_latency": (int, 0),
 }
 ALIASES = {"max_num_running_reqs": "max_num_seqs", "max_num_scheduled_tokens": "max_num_batched_tokens"}
 NON_NEGATIVE = ("horizon", "admission_latency", "routing_latency", "snapshot_refresh_interval",
                 "cache_signal_delay", "max_model_len", "long_prefill_token_threshold", "tp",
                 "prefix_tokens", "prefill_instances", "decode_instances", "prefill_decode_instances",
-                "pd_prefix_threshold", "pd_transfer_base_latency", "prefill_tp", "decode_tp")
+                "pd_prefix_threshold", "pd_transfer_base_latency", "prefill_tp", "decode_tp",
+                "kv_cpu_blocks", "kv_transfer_base_latency")
 POSITIVE = ("num_instances", "max_num_seqs", "max_num_batched_tokens", "block_size_in_tokens",
-            "dp", "total_kv_blocks", "pd_transfer_bandwidth")
+            "dp", "total_kv_blocks", "pd_transfer_bandwidth", "kv_transfer_bandwidth")
 
 
 def flag(name: str) -> str:
@@ -486,7 +489,20 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
         total_kv_blocks=_get(opts, "total_kv_blocks"), max_num_seqs=_get(opts, "max_num_seqs"),
         max_num_batched_tokens=_get(opts, "max_num_batched_tokens"),
         block_size=_get(opts, "block_size_in_tokens"),
-        long_prefill_token_threshold=_get(opts, "long_prefill_token_threshold"))
+        long_prefill_token_threshold=_get(opts, "long_prefill_token_threshold"),
+        kv_cpu_blocks=_get(opts, "kv_cpu_blocks"),
+        kv_offload_threshold=_get(opts, "kv_offload_threshold"),
+        kv_transfer_bandwidth=_get(opts, "kv_transfer_bandwidth"),
+        kv_transfer_base_latency=_get(opts, "kv_transfer_base_latency"))
+    if not 0 <= engine.kv_offload_threshold <= 1:
+        raise ConfigError("kv-offload-threshold",
+                          f"must be in [0, 1], got {engine.kv_offload_threshold:g}")
+    if not math.isfinite(engine.kv_transfer_bandwidth):
+        raise ConfigError("kv-transfer-bandwidth", "must be finite")
+    if engine.kv_cpu_blocks == 0:
+        for name in ("kv_transfer_bandwidth", "kv_transfer_base_latency"):
+            if name in opts:
+                raise ConfigError(flag(name), "needs a CPU tier (--kv-cpu-blocks > 0)")
 
     pol = PolicyConfig(
         admission_policy=_get(opts, "admission_policy"),

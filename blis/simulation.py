@@ -149,10 +149,18 @@ class SimResult:
         c = self.cluster
         pre_rate = c["preemption_count"] / c["completed_requests"] if c["completed_requests"] else 0.0
         hit = self.cache_hit_rate()
-        if pre_rate == 0 and hit == 0:
+        thrash = self.kv_thrashing_rate()
+        if pre_rate == 0 and hit == 0 and thrash == 0:
             return []
         return ["=== KV Cache Metrics ===", f"Preemption Rate: {pre_rate:.4f}",
-                f"Cache Hit Rate: {hit:.4f}", "KV Thrashing Rate: 0.0000"]
+                f"Cache Hit Rate: {hit:.4f}", f"KV Thrashing Rate: {thrash:.4f}"]
+
+    def kv_thrashing_rate(self) -> float:
+        """Mean over instances of CPU-tier evictions per mirrored block (0 without a CPU tier)."""
+        insts = self.sim.instances
+        if not insts:
+            return 0.0
+        return sum(i.kv.thrashing_rate() for i in insts if i.kv_tiered) / len(insts)
 
     def _per_slo_lines(self) -> list[str]:
         classes = sorted({_cls(r.slo_class) for r in self.sim.routed.values()})
