@@ -27,6 +27,7 @@ import os
 
 from blis.batch_formation import BatchFormer
 from blis.kv_cache import KVCache
+from blis.metrics import IntHistogram
 from blis.request import COMPLETED, QUEUED, RUNNING, TIMED_OUT
 
 # instance event priorities (lower fires first at equal time)
@@ -41,8 +42,7 @@ class InstanceStats:
     __slots__ = (
         "completed", "dropped_unservable", "timed_out", "length_capped", "preemptions",
         "kv_allocation_failures", "total_input_tokens", "total_output_tokens", "peak_kv_blocks",
-        "ttft", "e2e", "itl_mean", "sched_delay", "itl_samples", "queue_len_samples",
-        "completed_ids",
+        "ttft", "e2e", "itl_mean", "sched_delay", "itl_samples", "queue_len_sum", "queue_len_n",
     )
 
     def __init__(self):
@@ -59,9 +59,9 @@ class InstanceStats:
         self.e2e: dict[str, int] = {}
         self.itl_mean: dict[str, float] = {}
         self.sched_delay: dict[str, int] = {}
-        self.itl_samples: list[int] = []
-        self.queue_len_samples: list[int] = []
-        self.completed_ids: list[str] = []
+        self.itl_samples = IntHistogram()  # ITL samples of completed requests
+        self.queue_len_sum = 0  # wait-queue length summed over steps (HOL detection)
+        self.queue_len_n = 0
 
 
 class Instance:
@@ -223,7 +223,8 @@ class Instance:
         for r in former.newly_scheduled:
             r.schedule_time = now
             sched_delay[r.id] = now - r.arrival_time
-        stats.queue_len_samples.append(len(self.wait_q))
+        stats.queue_len_sum += len(self.wait_q)
+        stats.queue_len_n += 1
 
         batch = [r for r in running if r.num_new_tokens > 0]
         delta = self.latency.step_time(batch)
@@ -334,7 +335,8 @@ class Instance:
         for r in former.newly_scheduled:
             r.schedule_time = now
             sched_delay[r.id] = now - r.arrival_time
-        stats.queue_len_samples.append(len(self.wait_q))
+        stats.queue_len_sum += len(self.wait_q)
+        stats.queue_len_n += 1
 
         new = running[n:]
         delta = self.lazy_time([r for r in new if r.num_new_tokens > 0], n, self.ctx_lazy)
@@ -505,7 +507,6 @@ class Instance:
         else:
             stats.itl_mean[r.id] = itl_sum / max(n_out - 1, 1) if n_out > 0 else 0.0
         stats.itl_samples.extend(itl)
-        stats.completed_ids.append(r.id)
         self.on_finished(r, left, dropped=False)
 
     # ---- signals for snapshots ----------------------------------------------------------------

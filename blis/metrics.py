@@ -46,6 +46,92 @@ def _ms_fields(prefix: str, values, out: dict) -> None:
         out[f"{prefix}_p{p}_ms"] = percentile(arr, p) / 1000.0 if n else 0.0
 
 
+class IntHistogram:
+    """Exact multiset of integer samples (ITL values in µs) in O(distinct values) memory.
+
+    Samples are buffered and folded into value counts in large batches, so adding one costs a
+    list append; mean and percentiles computed from the counts equal those of the sorted list.
+    """
+
+    __slots__ = ("counts", "pending", "n")
+    FOLD = 1 << 20
+
+    def __init__(self):
+        self.counts: dict[int, int] = {}
+        self.pending: list[int] = []
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def extend(self, values) -> None:
+        """Add samples: an iterable of ints or another histogram."""
+        if isinstance(values, IntHistogram):
+            values._fold()
+            counts = self.counts
+            for v, c in values.counts.items():
+                counts[v] = counts.get(v, 0) + c
+            self.n += values.n
+            return
+        pending = self.pending
+        k = len(pending)
+        pending.extend(values)
+        self.n += len(pending) - k
+        if len(pending) >= self.FOLD:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self.pending:
+            return
+        arr = np.asarray(self.pending, dtype=np.int64)
+        self.pending = []
+        lo = int(arr.min())
+        if int(arr.max()) - lo < 1 << 22:
+            binned = np.bincount(arr - lo)
+            vals = np.flatnonzero(binned)
+            cnts = binned[vals]
+            vals = vals + lo
+        else:
+            vals, cnts = np.unique(arr, return_counts=True)
+        counts = self.counts
+        for v, c in zip(vals.tolist(), cnts.tolist()):
+            counts[v] = counts.get(v, 0) + c
+
+    def sorted_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct values ascending and their counts."""
+        self._fold()
+        vals = np.fromiter(sorted(self.counts), dtype=np.int64, count=len(self.counts))
+        cnts = np.fromiter((self.counts[v] for v in vals.tolist()), dtype=np.int64,
+                           count=len(self.counts))
+        return vals, cnts
+
+
+def _hist_ms_fields(prefix: str, hist: IntHistogram, out: dict) -> None:
+    """``_ms_fields`` of the samples in ``hist``, with identical arithmetic."""
+    n = len(hist)
+    if not n:
+        out[f"{prefix}_mean_ms"] = 0.0
+        for p in PCTS:
+            out[f"{prefix}_p{p}_ms"] = 0.0
+        return
+    vals, cnts = hist.sorted_counts()
+    ends = np.cumsum(cnts)  # samples with rank < ends[i] have value <= vals[i]
+    total = int(np.dot(vals, cnts)) if int(vals[-1]) * n < 1 << 62 else sum(
+        v * c for v, c in zip(vals.tolist(), cnts.tolist()))
+    out[f"{prefix}_mean_ms"] = float(total) / n / 1000.0
+
+    def at(k: int) -> float:
+        return float(vals[int(np.searchsorted(ends, k, side="right"))])
+
+    for p in PCTS:
+        rank = p / 100.0 * (n - 1)
+        lo = int(math.floor(rank))
+        hi = int(math.ceil(rank))
+        v_lo = at(lo)
+        out[f"{prefix}_p{p}_ms"] = (v_lo if lo == hi else
+                                    v_lo + (at(hi) - v_lo) * (rank - lo)) / 1000.0
+
+
 def _sorted_values(d: dict) -> list:
     return [d[k] for k in sorted(d)]
 
@@ -71,7 +157,7 @@ def metrics_output(instance_id: str, parts: list, still_queued: int, still_runni
         "tokens_per_sec": total_out / duration if duration > 0 else 0.0,
     }
     if completed > 0:
-        e2e, ttft, itl, sched = {}, {}, [], {}
+        e2e, ttft, itl, sched = {}, {}, IntHistogram(), {}
         for s in parts:
             e2e.update(s.e2e)
             ttft.update(s.ttft)
@@ -79,7 +165,7 @@ def metrics_output(instance_id: str, parts: list, still_queued: int, still_runni
             sched.update(s.sched_delay)
         _ms_fields("e2e", _sorted_values(e2e), out)
         _ms_fields("ttft", _sorted_values(ttft), out)
-        _ms_fields("itl", itl, out)
+        _hist_ms_fields("itl", itl, out)
         sd = np.sort(np.asarray(_sorted_values(sched), dtype=np.float64))
         out["scheduling_delay_p99_ms"] = percentile(sd, 99) / 1000.0 if len(sd) else 0.0
     else:

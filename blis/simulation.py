@@ -134,8 +134,8 @@ class SimResult:
             return 0
         avgs = []
         for inst in self.sim.instances:
-            q = inst.stats.queue_len_samples
-            avgs.append(sum(q) / len(q) if q else 0.0)
+            s = inst.stats
+            avgs.append(s.queue_len_sum / s.queue_len_n if s.queue_len_n else 0.0)
         mean = sum(avgs) / len(avgs)
         if mean <= 0:
             return 0
