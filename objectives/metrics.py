@@ -182,6 +182,25 @@ def _cost_per_mtok(s: Sample, slo_class: str | None) -> float:
     return _gpu_cost(s, None) / (tps * 3600.0) * 1e6 if tps > 0 else math.inf
 
 
+def _fleet_reader(key: str):
+    def read(s: Sample, slo_class: str | None) -> float:
+        cluster = s.scope(None)
+        if key not in cluster:
+            raise MetricError(f"{key} needs node pools (policy_config.node_pools) in the configuration")
+        return float(cluster[key])
+
+    return read
+
+
+register("cost_usd", MINIMIZE, "$", "dollars billed for the run's nodes (node pools: cost_per_hour x node-hours)")(
+    _fleet_reader("cost_usd")
+)
+register("gpu_hours", MINIMIZE, "GPU-h", "GPU-hours provisioned over the run (node pools)")(_fleet_reader("gpu_hours"))
+register("peak_instances", MINIMIZE, "instances", "most instances alive at once (node pools)")(
+    _fleet_reader("peak_instances")
+)
+
+
 @dataclass(frozen=True)
 class MetricRef:
     """A registry metric, optionally narrowed to one SLO tier."""

@@ -13,8 +13,13 @@ Grammar (``<x>`` = a name chosen by the user):
   ``policy_config.routing.scorers.<scorer>`` (weight; 0 removes it).
 * ``workload_spec.<path>`` - a field of the inline WorkloadSpec, e.g. ``workload_spec.aggregate_rate``
   or ``workload_spec.clients.<client id>.rate_fraction`` (clients are addressed by ``id``).
+* ``policy_config.autoscaler.<path>`` / ``policy_config.instance_lifecycle.<path>`` /
+  ``policy_config.node_pools.<pool name>.<field>`` - autoscaler thresholds and windows, lifecycle
+  delays, node-pool sizes and prices (pools are addressed by ``name``).
 
-Prefill/decode options are recognised only to be refused: the simulator has no P/D split yet.
+``decode_instances: rest`` (set by a study's ``pd_split:`` key) means "every instance not in the
+prefill or shared pool": a fixed ``num_instances`` budget split by the ``prefill_instances``
+parameter.
 """
 
 from __future__ import annotations
@@ -25,17 +30,11 @@ from blis.errors import ConfigError
 from blis.options import OPTIONS
 from objectives.metrics import SLO_CLASSES
 
-PD_SPLIT_MESSAGE = "prefill/decode disaggregation is not implemented in the simulator yet (issue: advanced serving features)"
+PD_REST = "rest"
 
 SLO_OPTIONS = ("slo_ttft", "slo_itl", "slo_e2e")
 STRUCTURED_OPTIONS = frozenset({"routing_scorers", "policy_config", "workload_spec", *SLO_OPTIONS})
 SCALAR_OPTIONS = frozenset(OPTIONS) - STRUCTURED_OPTIONS
-PD_OPTIONS = frozenset(
-    """prefill_instances decode_instances prefill_decode_instances pd_decider pd_transfer_bandwidth
-    pd_transfer_base_latency pd_transfer_contention pd_prefix_threshold prefill_routing_scorers
-    decode_routing_scorers prefill_tp decode_tp prefill_hardware decode_hardware
-    prefill_latency_model decode_latency_model prefill_max_model_len decode_max_model_len""".split()
-)
 SCORERS = frozenset(
     """queue-depth kv-utilization load-balance active-requests running-requests load-aware vllm-dp
     precise-prefix-cache prefix-affinity no-hit-lru lora-affinity""".split()
@@ -68,6 +67,23 @@ _SCHEMA = {
         "scheduler": None,
         "preemption": {"policy": None},
         "tenant_budgets": {"<any>": None},
+        "autoscaler": {
+            **dict.fromkeys(
+                "interval_us scale_up_stabilization_window_us scale_down_stabilization_window_us".split()
+            ),
+            "hpa_scrape_delay": dict.fromkeys(["mean", "stddev"]),
+            "analyzer": dict.fromkeys("kv_cache_threshold scale_up_threshold scale_down_boundary avg_input_tokens".split()),
+        },
+        "instance_lifecycle": {
+            **dict.fromkeys("warm_start_initial_instances warm_up_request_count warm_up_ttft_factor drain_policy".split()),
+            "loading_delay": dict.fromkeys(["mean", "stddev"]),
+        },
+        "node_pools": {
+            "<pool>": {
+                **dict.fromkeys("gpu_type gpus_per_node gpu_memory_gib initial_nodes min_nodes max_nodes cost_per_hour".split()),
+                "provisioning_delay": dict.fromkeys(["mean", "stddev"]),
+            }
+        },
     },
     "workload_spec": {
         **dict.fromkeys(["seed", "category", "aggregate_rate", "num_requests", "horizon"]),
@@ -76,7 +92,11 @@ _SCHEMA = {
     },
 }
 # lists of records addressed by one of their fields: (path to the list) -> (key field, value field)
-_KEYED_LISTS = {("policy_config", "routing", "scorers"): ("name", "weight"), ("workload_spec", "clients"): ("id", None)}
+_KEYED_LISTS = {
+    ("policy_config", "routing", "scorers"): ("name", "weight"),
+    ("workload_spec", "clients"): ("id", None),
+    ("policy_config", "node_pools"): ("name", None),
+}
 
 
 def client_ids(options: dict) -> list[str]:
@@ -86,11 +106,16 @@ def client_ids(options: dict) -> list[str]:
     return [str(c.get("id")) for c in spec.get("clients") or [] if isinstance(c, dict)]
 
 
+def pool_names(options: dict) -> list[str]:
+    bundle = options.get("policy_config")
+    if not isinstance(bundle, dict):
+        return []
+    return [str(p.get("name")) for p in bundle.get("node_pools") or [] if isinstance(p, dict)]
+
+
 def check_target(path: str, base: dict, field: str) -> None:
     """Reject a target path that names no simulator option (ConfigError naming ``field``)."""
     parts = path.split(".")
-    if parts[0] in PD_OPTIONS:
-        raise ConfigError("pd_split", PD_SPLIT_MESSAGE)
     node: dict | None = _SCHEMA
     for depth, part in enumerate(parts):
         if node is None:
@@ -107,6 +132,8 @@ def check_target(path: str, base: dict, field: str) -> None:
             raise ConfigError(field, f"unknown SLO tier {part!r} in {path!r} (known: {', '.join(SLO_CLASSES)})")
         if wildcard == "<scorer>" and part not in SCORERS:
             raise ConfigError(field, f"unknown routing scorer {part!r} in {path!r} (known: {', '.join(sorted(SCORERS))})")
+        if wildcard == "<pool>" and part not in pool_names(base):
+            raise ConfigError(field, f"no node pool named {part!r} in base.policy_config.node_pools (names: {', '.join(pool_names(base)) or 'none'})")
         if wildcard == "<client>" and part not in client_ids(base):
             raise ConfigError(field, f"no client with id {part!r} in base.workload_spec (ids: {', '.join(client_ids(base)) or 'none'})")
         node = node[wildcard]
@@ -186,4 +213,7 @@ def apply_params(base: dict, params: dict) -> dict:
             options[root] = ",".join(f"{k}={v}" for k, v in targets.items())
         else:
             _set_nested(options.setdefault(root, {}), (root,), rest, value)
+    if options.get("decode_instances") == PD_REST:
+        rest_of = int(options.get("num_instances") or 1) - int(options.get("prefill_instances") or 0)
+        options["decode_instances"] = rest_of - int(options.get("prefill_decode_instances") or 0)
     return options

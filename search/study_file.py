@@ -21,19 +21,20 @@ from blis.errors import ConfigError
 from objectives.constraints import Constraint, parse_constraint
 from objectives.metrics import MAXIMIZE, MINIMIZE, SLO_CLASSES, MetricRef, parse_metric
 from objectives.objective import Objective
-from objectives.paths import PD_OPTIONS, PD_SPLIT_MESSAGE, SCALAR_OPTIONS, SLO_OPTIONS, STRUCTURED_OPTIONS, apply_params, check_target
+from objectives.paths import PD_REST, SCALAR_OPTIONS, SLO_OPTIONS, STRUCTURED_OPTIONS, apply_params, check_target
 from objectives.pricing import price_table
 from search.space import Parameter, parse_parameter
 
 TOP_LEVEL_KEYS = (
-    "name description seed sampler base parameters objectives constraints seeds baseline pricing trials trial_timeout"
+    "name description seed sampler base pd_split parameters objectives constraints seeds baseline pricing trials trial_timeout"
 ).split()
 SAMPLERS = {
     "nsgaii": {"population_size": int, "mutation_prob": float, "crossover_prob": float, "swapping_prob": float},
     "tpe": {"n_startup_trials": int, "n_ei_candidates": int, "multivariate": bool},
 }
 DEFAULT_POPULATION = 10
-_DEPLOYMENT_TARGETS = {"model", "hardware", "tp", "dp", "num_instances"}
+_DEPLOYMENT_TARGETS = {"model", "hardware", "tp", "dp", "num_instances", "prefill_instances", "decode_instances",
+                       "prefill_decode_instances", "prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware"}
 _MAX_STATIC_COMBOS = 10_000
 
 
@@ -109,8 +110,6 @@ def load_study(path: str | Path, probe: Callable[[dict], object] | None = None) 
 
 
 def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "study") -> StudySpec:
-    if "pd_split" in raw:
-        raise ConfigError("pd_split", PD_SPLIT_MESSAGE)
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(str(key), f"unknown top-level key (expected one of: {', '.join(TOP_LEVEL_KEYS)})")
@@ -121,6 +120,8 @@ def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "st
     if not isinstance(description, str):
         raise ConfigError("description", "must be a string")
     base = _parse_base(raw.get("base", {}), base_dir)
+    if "pd_split" in raw:
+        _apply_pd_split(raw["pd_split"], base, raw.get("parameters"))
     parameters = _parse_parameters(raw.get("parameters"), base)
     objectives = _parse_objectives(raw.get("objectives"))
     constraints = _parse_list(raw.get("constraints", []), "constraints", parse_constraint)
@@ -190,14 +191,36 @@ def _parse_base(raw: object, base_dir: Path | None) -> dict:
         raise ConfigError("base", "must be a mapping of blis run options (flag names with dashes -> underscores)")
     base = {}
     for key, value in raw.items():
-        if key in PD_OPTIONS:
-            raise ConfigError("pd_split", PD_SPLIT_MESSAGE)
         if key not in SCALAR_OPTIONS and key not in STRUCTURED_OPTIONS:
             raise ConfigError(f"base.{key}", "unknown blis run option (use flag names with dashes -> underscores)")
         if key in ("policy_config", "workload_spec"):
             value = _load_inline(value, f"base.{key}", base_dir)
         base[key] = value
     return base
+
+
+def _apply_pd_split(raw: object, base: dict, parameters: object) -> None:
+    """``pd_split: {total_instances: N}``: N instances, the prefill pool sized by the
+    ``prefill_instances`` parameter and every other instance decoding."""
+    if not isinstance(raw, dict) or set(raw) != {"total_instances"}:
+        raise ConfigError("pd_split", "must be a mapping {total_instances: N}")
+    total = raw["total_instances"]
+    if isinstance(total, bool) or not isinstance(total, int) or total < 2:
+        raise ConfigError("pd_split.total_instances", f"must be an integer >= 2, got {total!r}")
+    params = parameters if isinstance(parameters, dict) else {}
+    for key in ("num_instances", "decode_instances"):
+        if key in base or key in params:
+            raise ConfigError("pd_split", f"sets {key} itself; remove it from base/parameters")
+    if "prefill_instances" not in params and "prefill_instances" not in base:
+        raise ConfigError("pd_split", "needs a prefill_instances parameter (the size of the prefill pool)")
+    spec = params.get("prefill_instances")
+    if isinstance(spec, dict) and spec.get("type") == "int":
+        low, high = spec.get("low"), spec.get("high")
+        if isinstance(low, int) and isinstance(high, int) and not 1 <= low <= high <= total - 1:
+            raise ConfigError("parameters.prefill_instances",
+                              f"must stay within [1, {total - 1}] so both pools are non-empty (got [{low}, {high}])")
+    base["num_instances"] = total
+    base["decode_instances"] = PD_REST
 
 
 def _parse_parameters(raw: object, base: dict) -> list[Parameter]:

@@ -10,7 +10,7 @@ from objectives.constraints import parse_constraint
 from objectives.cost import cost_per_hour, deployment_of
 from objectives.metrics import METRICS, Sample, parse_metric
 from objectives.objective import Objective
-from objectives.paths import PD_SPLIT_MESSAGE, apply_params, check_target
+from objectives.paths import PD_REST, apply_params, check_target
 from objectives.pricing import GPU_PRICES_PER_HOUR, price_table
 
 PRICES = price_table()
@@ -174,10 +174,28 @@ def test_check_target_rejects_unknown_paths(path, message):
     assert e.value.field == f"parameters.{path}"
 
 
-def test_prefill_decode_targets_are_refused_as_pd_split():
-    with pytest.raises(ConfigError) as e:
-        check_target("prefill_instances", {}, "parameters.prefill_instances")
-    assert str(e.value) == f"pd_split: {PD_SPLIT_MESSAGE}"
+def test_prefill_decode_and_autoscaler_targets():
+    check_target("prefill_instances", {}, "parameters.prefill_instances")
+    check_target("policy_config.autoscaler.analyzer.scale_up_threshold", {}, "p")
+    base = {"policy_config": {"node_pools": [{"name": "h100", "max_nodes": 4}]}}
+    check_target("policy_config.node_pools.h100.max_nodes", base, "p")
+    with pytest.raises(ConfigError, match="no node pool named 'a100'"):
+        check_target("policy_config.node_pools.a100.max_nodes", base, "p")
+    opts = apply_params(base, {"policy_config.node_pools.h100.max_nodes": 8,
+                               "policy_config.autoscaler.interval_us": 10})
+    assert opts["policy_config"]["node_pools"] == [{"name": "h100", "max_nodes": 8}]
+    assert opts["policy_config"]["autoscaler"] == {"interval_us": 10}
+    rest = apply_params({"num_instances": 8, "decode_instances": PD_REST}, {"prefill_instances": 3})
+    assert rest["decode_instances"] == 5
+
+
+def test_cost_of_prefill_decode_pools_uses_each_pool_tp_and_gpu():
+    dep = deployment_of({"model": "qwen/qwen2.5-7b-instruct", "hardware": "H100", "num_instances": 6,
+                         "prefill_instances": 2, "decode_instances": 3, "decode_tp": 2,
+                         "prefill_hardware": "L40S"})
+    # 2 L40S x tp1 prefill + 3 H100 x tp2 decode + 1 H100 x tp1 without a role
+    want = 2 * PRICES["L40S"] + 6 * PRICES["H100"] + 1 * PRICES["H100"]
+    assert cost_per_hour(dep, PRICES) == pytest.approx(want)
 
 
 def test_objective_evaluate_averages_seeds_and_records_spread():

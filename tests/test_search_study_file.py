@@ -12,7 +12,6 @@ from search.cli import main
 from search.study_file import load_study, parse_study, probe_space
 
 REPO = Path(__file__).resolve().parents[1]
-PD_LINE = "error: pd_split: prefill/decode disaggregation is not implemented in the simulator yet (issue: advanced serving features)"
 
 
 def build_config():
@@ -104,10 +103,47 @@ def test_unpriced_hardware_choice_with_a_cost_objective():
     parse_study(d)
 
 
-def test_pd_split_is_refused_in_any_form():
-    assert str(error_of(study(pd_split={"total_instances": 8}))) == PD_LINE.removeprefix("error: ")
-    assert error_of(with_param("decode_instances", {"type": "int", "low": 1, "high": 4})).field == "pd_split"
-    assert error_of(study(base={"model": "m", "prefill_tp": 2})).field == "pd_split"
+def pd_study(prefill=None, **changes):
+    """The fake study with the instance count replaced by a prefill/decode split."""
+    d = study(baseline=None, **changes)
+    d["parameters"] = {k: v for k, v in d["parameters"].items() if k != "num_instances"}
+    if prefill is not None:
+        d["parameters"]["prefill_instances"] = prefill
+    return d
+
+
+def test_pd_split_fixes_the_budget_and_derives_the_decode_pool():
+    spec = parse_study(pd_study({"type": "int", "low": 1, "high": 5}, pd_split={"total_instances": 6}))
+    assert spec.base["num_instances"] == 6
+    params = {p.name: p.extremes()[0] for p in spec.parameters}
+    opts = spec.objective().options({**params, "prefill_instances": 2})
+    assert (opts["prefill_instances"], opts["decode_instances"]) == (2, 4)
+    again = parse_study(spec.to_dict())  # the stored form re-parses to the same trials
+    assert again.objective().options({**params, "prefill_instances": 2}) == opts
+
+
+@pytest.mark.parametrize("prefill, split, message", [
+    ({"type": "int", "low": 1, "high": 3}, {"total_instances": 1}, "integer >= 2"),
+    ({"type": "int", "low": 1, "high": 3}, {"total": 8}, "{total_instances: N}"),
+    (None, {"total_instances": 8}, "needs a prefill_instances parameter"),
+])
+def test_pd_split_errors(prefill, split, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_study(pd_study(prefill, pd_split=split))
+    with pytest.raises(ConfigError, match="sets num_instances"):
+        parse_study(study(pd_split={"total_instances": 8}))
+
+
+def test_pd_split_prefill_range_must_leave_a_decode_pool():
+    d = pd_study({"type": "int", "low": 1, "high": 8}, pd_split={"total_instances": 8})
+    assert error_of(d).field == "parameters.prefill_instances"
+
+
+def test_prefill_decode_options_are_ordinary_targets():
+    parse_study(with_param("decode_instances", {"type": "int", "low": 1, "high": 4}))
+    d = study()
+    d["base"] = {**d["base"], "prefill_tp": 2}
+    parse_study(d)
 
 
 def test_policy_and_workload_files_are_read_relative_to_the_study(tmp_path):
@@ -155,9 +191,11 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_rejects_the_pd_split_study_with_the_documented_line(capsys):
-    assert main(["search", str(REPO / "studies" / "pd_split.yaml")]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [PD_LINE]
+def test_shipped_pd_split_study_loads_and_probes():
+    spec = load_study(REPO / "studies" / "pd_split.yaml", probe=build_config())
+    assert spec.base["num_instances"] == 8
+    opts = spec.objective().options({"prefill_instances": 3, "prefill_tp": 2, "decode_tp": 1})
+    assert opts["decode_instances"] == 5
 
 
 def test_cli_report_of_a_directory_without_a_search(tmp_path, capsys):
