@@ -31,4 +31,4 @@ def simulate(options: dict) -> dict:
     from blis.simulation import run_simulation
 
     cfg = build_config(options)
-    return run_simulation(cfg).to_dict()
+    return run_simulation(cfg, keep_requests=False).to_dict()

@@ -106,12 +106,17 @@ def _write_outputs(ns, res, mode: str) -> None:
                     trace_rows_from_requests(res.sim.arrived))
 
 
+def _wants_requests(ns) -> bool:
+    """Per-request records are read only by these output files."""
+    return bool(ns.metrics_path or ns.results_path or ns.trace_output)
+
+
 def cmd_run(ns) -> int:
     from blis.options import build_config
     from blis.simulation import run_simulation
 
     cfg = build_config(_sim_options(ns))
-    res = run_simulation(cfg)
+    res = run_simulation(cfg, keep_requests=_wants_requests(ns))
     sys.stdout.write(res.render_stdout())
     _write_outputs(ns, res, "generated")
     return 0
@@ -126,7 +131,7 @@ def cmd_replay(ns) -> int:
     _header, requests = load_trace(ns.trace_header, ns.trace_data, seed=cfg.seed)
     if cfg.max_requests > 0:
         requests = requests[:cfg.max_requests]
-    res = run_simulation(cfg, requests=requests)
+    res = run_simulation(cfg, requests=requests, keep_requests=_wants_requests(ns))
     sys.stdout.write(res.render_stdout())
     _write_outputs(ns, res, "replayed")
     return 0

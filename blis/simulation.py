@@ -267,13 +267,18 @@ def _merge_stats(instances) -> InstanceStats:
     return out
 
 
-def run_simulation(cfg, requests: list | None = None) -> SimResult:
-    """Simulate ``cfg``; ``requests`` (e.g. from a replayed trace) replaces the generated workload."""
+def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True) -> SimResult:
+    """Simulate ``cfg``; ``requests`` (e.g. from a replayed trace) replaces the generated workload.
+
+    ``keep_requests=False`` (nothing will read per-request records: no request rows, no trace)
+    lets finished requests drop their ITL lists and prefix hashes as they go.
+    """
     deployment = resolve_deployment(cfg.deployment, cfg.engine)
     if requests is None:
         requests = generate_requests(cfg.workload, cfg.max_requests, cfg.horizon,
                                      cfg.timeout_override_us)
     sim = ClusterSimulator(cfg, deployment, requests)
+    sim.lean = not keep_requests and sim.pd is None
     sim.run()
     res = SimResult(cfg=cfg, deployment=deployment, sim=sim)
     horizon = cfg.horizon

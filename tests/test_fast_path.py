@@ -189,3 +189,15 @@ def test_random_configs_exercise_the_lazy_path(monkeypatch):
     engaged = sum(_lazy_steps_taken(run_simulation(build_config(random_options(s)))) > 0
                   for s in range(12))
     assert engaged >= 6
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_dropping_finished_requests_payload_changes_no_output(seed, monkeypatch):
+    """``keep_requests=False`` (``blis run`` without per-request files, ``api.simulate``)."""
+    monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)
+    opts = random_options(seed)
+    kept = run_simulation(build_config(opts))
+    lean = run_simulation(build_config(opts), keep_requests=False)
+    assert lean.sim.lean and not kept.sim.lean
+    assert lean.render_stdout() == kept.render_stdout()
+    assert json.dumps(lean.to_dict(), sort_keys=True) == json.dumps(kept.to_dict(), sort_keys=True)
