@@ -397,8 +397,9 @@ def _infra_config(bundle: dict, cfg: SimConfig, replay: bool) -> None:
             cfg.autoscaler = None
         elif not cfg.node_pools:
             raise ConfigError("autoscaler", "needs node_pools to place new instances on")
-    if cfg.node_pools and cfg.pd.enabled:
-        raise ConfigError("node_pools", "node pools cannot be combined with prefill/decode pools")
+    if cfg.pd.enabled:
+        key = "node_pools" if cfg.node_pools else "instance_lifecycle"
+        raise ConfigError(key, "cannot be combined with prefill/decode pools")
 
 
 def _validate_policy_names(pol: PolicyConfig) -> None:

@@ -296,6 +296,11 @@ def test_infra_combinations_that_are_refused():
                       "decode_instances": 1, "policy_config": {"node_pools": BUNDLE["node_pools"]}})
     assert exc.value.field == "node_pools"
     with pytest.raises(ConfigError) as exc:
+        build_config({"model": MODEL, "num_instances": 2, "prefill_instances": 1,
+                      "decode_instances": 1,
+                      "policy_config": {"instance_lifecycle": {"warm_up_request_count": 2}}})
+    assert exc.value.field == "instance_lifecycle"
+    with pytest.raises(ConfigError) as exc:
         build_config({"model": MODEL, "policy_config": BUNDLE}, replay=True)
     assert "replay" in str(exc.value)
     cfg = build_config({"model": MODEL, "hardware": "A100-80", "policy_config": BUNDLE})
