@@ -3,6 +3,7 @@ and package the results for stdout, files and the search layer."""
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 
@@ -279,7 +280,13 @@ def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True
                                      cfg.timeout_override_us)
     sim = ClusterSimulator(cfg, deployment, requests)
     sim.lean = not keep_requests and sim.pd is None
-    sim.run()
+    # The workload and the cluster live for the whole run: keep the cyclic GC from rescanning
+    # them at every collection (about a fifth of a 100k-request run otherwise).
+    gc.freeze()
+    try:
+        sim.run()
+    finally:
+        gc.unfreeze()
     res = SimResult(cfg=cfg, deployment=deployment, sim=sim)
     horizon = cfg.horizon
     ended = []
