@@ -78,7 +78,7 @@ class ClusterSimulator:
         self.rejected_by_class: dict[str, int] = {}
         self.routed: dict[str, object] = {}
         self.arrived: list = []
-        self.lean = False  # drop finished requests' ITL lists and hashes (no per-request output)
+        self.lean = False  # finished requests drop their bulky data (no per-request output)
         self._model = cfg.deployment.model.lower()
         if cfg.node_pools or cfg.lifecycle is not None:
             from blis.lifecycle import Fleet
@@ -167,8 +167,7 @@ class ClusterSimulator:
         if dropped:
             self.routed.pop(req.id, None)
         if self.lean:
-            req.itl = []
-            req._block_hashes = None
+            req.drop_payload()
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:

@@ -13,6 +13,7 @@ TIMED_OUT = "timed_out"
 WAITING_FOR_REMOTE_KVS = "waiting_for_remote_kvs"
 
 MAX_TOKEN_ID = 128000
+_NO_TOKENS = np.empty(0, dtype=np.int32)
 
 
 def hash_block(prev_hash: bytes, tokens: np.ndarray) -> bytes:
@@ -28,7 +29,7 @@ class Request:
     """One inference request. Times are absolute integer microseconds unless noted."""
 
     __slots__ = (
-        "id", "input_tokens", "output_tokens", "input_len", "output_len", "max_output_len",
+        "id", "_input_tokens", "_output_tokens", "_token_source", "input_len", "output_len", "max_output_len",
         "state", "progress_index", "ttft_set", "first_token_time", "arrival_time",
         "scheduled_step_idx", "finished_step_idx", "num_new_tokens", "length_capped", "itl",
         "priority", "tenant_id", "slo_class", "session_id", "round_index", "client_id",
@@ -47,10 +48,11 @@ class Request:
                  round_index: int = 0, streaming: bool = False, adapter: str = "",
                  slo_target_us: int = 0, reason_ratio: float = 0.0, think_time_us: int = 0):
         self.id = id
-        self.input_tokens = np.asarray(input_tokens, dtype=np.int32)
-        self.output_tokens = np.asarray(output_tokens, dtype=np.int32)
-        self.input_len = int(self.input_tokens.shape[0])
-        self.output_len = int(self.output_tokens.shape[0])
+        self._input_tokens = np.asarray(input_tokens, dtype=np.int32)
+        self._output_tokens = np.asarray(output_tokens, dtype=np.int32)
+        self._token_source = None
+        self.input_len = int(self._input_tokens.shape[0])
+        self.output_len = int(self._output_tokens.shape[0])
         self.max_output_len = self.output_len if max_output_len is None else int(max_output_len)
         self.state = QUEUED
         self.progress_index = 0
@@ -95,6 +97,41 @@ class Request:
         self.run_key = 0
         self.exit_step = 0
         self.kv_step = -1
+
+    # ---- tokens ----------------------------------------------------------------------------
+    def defer_tokens(self, input_len: int, output_len: int, source, index: int) -> None:
+        """Tokens come from ``source.views(index)`` on first use (a lazily drawn workload)."""
+        self.input_len = input_len
+        self.output_len = output_len
+        self._token_source = (source, index)
+
+    def _load_tokens(self) -> None:
+        source, index = self._token_source
+        self._token_source = None
+        self._input_tokens, self._output_tokens = source.views(index)
+
+    @property
+    def input_tokens(self) -> np.ndarray:
+        if self._token_source is not None:
+            self._load_tokens()
+        return self._input_tokens
+
+    @property
+    def output_tokens(self) -> np.ndarray:
+        if self._token_source is not None:
+            self._load_tokens()
+        return self._output_tokens
+
+    def drop_payload(self) -> None:
+        """A finished request of a run without per-request output: free its bulky data (token
+        views keep a whole generated chunk alive, ITL samples are already aggregated)."""
+        if self._token_source is not None:
+            source, index = self._token_source
+            self._token_source = None
+            source.release(index)
+        self._input_tokens = self._output_tokens = _NO_TOKENS
+        self.itl = []
+        self._block_hashes = None
 
     def block_hashes(self, block_size: int) -> list[bytes]:
         """Chained hashes of the full input blocks (computed once, reused by cache and router)."""

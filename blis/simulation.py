@@ -272,14 +272,15 @@ def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True
     """Simulate ``cfg``; ``requests`` (e.g. from a replayed trace) replaces the generated workload.
 
     ``keep_requests=False`` (nothing will read per-request records: no request rows, no trace)
-    lets finished requests drop their ITL lists and prefix hashes as they go.
+    draws token ids lazily and lets finished requests drop tokens, ITL lists and prefix hashes.
     """
     deployment = resolve_deployment(cfg.deployment, cfg.engine)
+    lean = not keep_requests and not cfg.pd.enabled
     if requests is None:
         requests = generate_requests(cfg.workload, cfg.max_requests, cfg.horizon,
-                                     cfg.timeout_override_us)
+                                     cfg.timeout_override_us, lazy_tokens=lean)
     sim = ClusterSimulator(cfg, deployment, requests)
-    sim.lean = not keep_requests and sim.pd is None
+    sim.lean = lean
     # The workload and the cluster live for the whole run: keep the cyclic GC from rescanning
     # them at every collection (about a fifth of a 100k-request run otherwise).
     gc.freeze()

@@ -140,10 +140,10 @@ class _Plan:
 
     # -- phase 2: materialise surviving requests ------------------------------------------
 
-    def build(self, local: np.ndarray, ids: list[str]) -> list[Request]:
+    def build(self, local: np.ndarray, ids: list[str], lazy_tokens: bool = False) -> list[Request]:
         if self.is_session:
             return self._build_sessions(local, ids)
-        return self._build_single(local, ids)
+        return self._build_single(local, ids, lazy_tokens)
 
     def _lengths(self, groups: np.ndarray):
         """Input/output lengths (and multimodal counts) for the survivors, run by sampler group."""
@@ -173,7 +173,8 @@ class _Plan:
             out_len[a:b] = out_s.sample(self.out_rng, b - a)
         return in_len, out_len, modal
 
-    def _build_single(self, local: np.ndarray, ids: list[str]) -> list[Request]:
+    def _build_single(self, local: np.ndarray, ids: list[str],
+                      lazy_tokens: bool = False) -> list[Request]:
         c = self.spec
         n = local.shape[0]
         in_len, out_len, modal = self._lengths(self.group[local])
@@ -185,9 +186,12 @@ class _Plan:
         starts = np.concatenate(([0], np.cumsum(seg)[:-1])) if n else np.empty(0, dtype=np.int64)
         # one vectorised draw for every segment [prefix | input | output]; the prefix slots are
         # then stamped over, which keeps each request's tokens a function of earlier ones only
-        buf = self.tok_rng.integers(0, MAX_TOKEN_ID, size=int(seg.sum()), dtype=np.int32)
-        if p:
-            _stamp_prefix(buf, prefix, starts)
+        if lazy_tokens:
+            stream = _TokenStream(self.tok_rng, prefix, seg, starts, p + in_len)
+        else:
+            buf = self.tok_rng.integers(0, MAX_TOKEN_ID, size=int(seg.sum()), dtype=np.int32)
+            if p:
+                _stamp_prefix(buf, prefix, starts)
         arrivals = self.arrivals[local]
         timeout = self.timeout
         out = []
@@ -201,11 +205,19 @@ class _Plan:
                                            and self.override) else 0
             else:
                 deadline = compute_deadline(t, timeout, c.is_session)
-            req = Request(ids[k], buf[s:mid], buf[mid:end], t, max_output_len=int(out_len[k]),
-                          deadline=deadline, slo_class=c.slo_class, tenant_id=c.tenant_id,
-                          model=c.model, client_id=c.id, prefix_group=c.prefix_group,
-                          prefix_length=p, streaming=c.streaming, adapter=c.adapter,
-                          slo_target_us=c.slo_target_us, reason_ratio=float(rr[k]))
+            if lazy_tokens:
+                req = Request(ids[k], _NO_TOKENS, _NO_TOKENS, t, max_output_len=int(out_len[k]),
+                              deadline=deadline, slo_class=c.slo_class, tenant_id=c.tenant_id,
+                              model=c.model, client_id=c.id, prefix_group=c.prefix_group,
+                              prefix_length=p, streaming=c.streaming, adapter=c.adapter,
+                              slo_target_us=c.slo_target_us, reason_ratio=float(rr[k]))
+                req.defer_tokens(mid - s, end - mid, stream, k)
+            else:
+                req = Request(ids[k], buf[s:mid], buf[mid:end], t, max_output_len=int(out_len[k]),
+                              deadline=deadline, slo_class=c.slo_class, tenant_id=c.tenant_id,
+                              model=c.model, client_id=c.id, prefix_group=c.prefix_group,
+                              prefix_length=p, streaming=c.streaming, adapter=c.adapter,
+                              slo_target_us=c.slo_target_us, reason_ratio=float(rr[k]))
             if modal is not None:
                 req.text_tokens = int(modal["text"][k])
                 req.image_tokens = int(modal["image"][k])
@@ -256,6 +268,60 @@ class _Plan:
                     reason_ratio=self.rec_rr[li], think_time_us=mt.think_time_us))
             k = j
         return out
+
+
+_NO_TOKENS = np.empty(0, dtype=np.int32)
+
+
+class _TokenStream:
+    """One client's token buffer drawn chunk by chunk, in request order, when requests first
+    use their tokens: the same numbers as the single draw (PCG64 draws concatenate), but only
+    chunks whose requests are still unloaded are held here, and a chunk is freed once its
+    requests drop their views."""
+
+    CHUNK = 1024
+
+    def __init__(self, rng, prefix: np.ndarray, seg: np.ndarray, starts: np.ndarray,
+                 n_in: np.ndarray):
+        self.rng = rng
+        self.prefix = prefix
+        self.seg = seg
+        self.starts = starts
+        self.n_in = n_in
+        self.drawn = 0
+        self.live: dict[int, list] = {}  # chunk -> [buffer, requests not yet served]
+
+    def _chunk(self, k: int) -> list:
+        c = k // self.CHUNK
+        while self.drawn <= c:
+            lo = self.drawn * self.CHUNK
+            hi = min(lo + self.CHUNK, self.seg.shape[0])
+            buf = self.rng.integers(0, MAX_TOKEN_ID, size=int(self.seg[lo:hi].sum()),
+                                    dtype=np.int32)
+            if self.prefix.shape[0]:
+                _stamp_prefix(buf, self.prefix, self.starts[lo:hi] - self.starts[lo])
+            self.live[self.drawn] = [buf, hi - lo]
+            self.drawn += 1
+        return self.live[c]
+
+    def _served(self, k: int, entry: list) -> None:
+        entry[1] -= 1
+        if not entry[1]:
+            del self.live[k // self.CHUNK]
+
+    def views(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Input and output tokens of the client's ``k``-th request."""
+        entry = self._chunk(k)
+        s = int(self.starts[k] - self.starts[k - k % self.CHUNK])
+        mid = s + int(self.n_in[k])
+        end = s + int(self.seg[k])
+        buf = entry[0]
+        self._served(k, entry)
+        return buf[s:mid], buf[mid:end]
+
+    def release(self, k: int) -> None:
+        """Request ``k`` finished without ever needing its tokens."""
+        self._served(k, self._chunk(k))
 
 
 def _stamp_prefix(buf: np.ndarray, prefix: np.ndarray, starts: np.ndarray,
@@ -500,12 +566,15 @@ def _check_supported(clients: list[tuple[str, ClientSpec]]) -> None:
 
 
 def generate_requests(spec: WorkloadSpec, max_requests: int, horizon: int,
-                      timeout_override_us: int | None = None) -> list[Request]:
+                      timeout_override_us: int | None = None,
+                      lazy_tokens: bool = False) -> list[Request]:
     """All requests of ``spec`` sorted by arrival, capped at ``max_requests`` (0 = no cap).
 
     ``horizon`` (µs) bounds arrival times. ``timeout_override_us`` (an explicit ``--timeout``)
     replaces every client's ``timeout``: > 0 is a per-request timeout in µs, 0 disables deadlines.
-    IDs are ``request_<i>`` in arrival order.
+    IDs are ``request_<i>`` in arrival order. ``lazy_tokens``: single-shot clients draw their
+    token ids in chunks as requests first use them (identical values, see ``_TokenStream``),
+    so a long run holds only the tokens of requests in flight.
     """
     clients = [(f"clients[{i}]", c) for i, c in enumerate(spec.clients)] + expand_cohorts(spec)
     _check_supported(clients)
@@ -571,7 +640,7 @@ def generate_requests(spec: WorkloadSpec, max_requests: int, horizon: int,
         if sel.shape[0] == 0:
             continue
         positions = sel.tolist()
-        built = plan.build(kept_local[sel], [f"request_{g}" for g in positions])
+        built = plan.build(kept_local[sel], [f"request_{g}" for g in positions], lazy_tokens)
         for g, req in zip(positions, built):
             requests[g] = req
     return requests
