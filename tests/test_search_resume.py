@@ -23,7 +23,7 @@ STUDY = {
     "name": "resume",
     "seed": 11,
     "sampler": {"type": "nsgaii", "population_size": 6},
-    "base": {"model": "qwen/qwen2.5-7b-instruct", "hardware": "H100", "workload": "chatbot", "rate": 30, "num_requests": 200},
+    "base": {"model": "qwen/qwen2.5-7b-instruct", "hardware": "H100", "workload": "chatbot", "rate": 30, "num_requests": 1000},
     "parameters": {
         "num_instances": {"type": "int", "low": 1, "high": 4},
         "max_num_seqs": {"type": "int", "low": 16, "high": 256},
