@@ -1,0 +1,97 @@
+"""Simulator throughput benchmark: simulated requests per wall-second and peak memory.
+
+Fixed workloads (4 instances, weighted routing, qwen/qwen2.5-7b-instruct, default workload
+distribution):
+  a  10,000 requests at 100 req/s   (busy, not overloaded)
+  b  10,000 requests at 500 req/s   (overloaded)
+  c  100,000 requests at 100 req/s  (long run)
+By default routing signals are fresh (--snapshot-refresh-interval 0 --cache-signal-delay 0,
+as in the Go reference figures); ``--default-flags`` also runs each workload with the CLI's
+default signal delays. Each run is a fresh subprocess, so peak memory (ru_maxrss) is its own;
+the time covers workload generation, simulation and formatting the stdout report.
+
+    python benchmarks/bench.py            # a, b, c
+    python benchmarks/bench.py --quick    # 1/10 of the requests, for a smoke check
+    python benchmarks/bench.py --only a --default-flags --reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+WORKLOADS = {"a": (10_000, 100.0), "b": (10_000, 500.0), "c": (100_000, 100.0)}
+BASE = {"model": "qwen/qwen2.5-7b-instruct", "num_instances": 4, "routing_policy": "weighted"}
+FRESH = {"snapshot_refresh_interval": 0, "cache_signal_delay": 0}
+
+
+def child(spec: dict) -> None:
+    """Run one workload in this process and print its measurements as JSON."""
+    import inspect
+
+    from blis.options import build_config
+    from blis.simulation import run_simulation
+
+    # as `blis run` without per-request files; older revisions (for before/after) lack the flag
+    lean = {"keep_requests": False} if "keep_requests" in inspect.signature(
+        run_simulation).parameters else {}
+    t0 = time.perf_counter()
+    res = run_simulation(build_config(spec), **lean)
+    res.render_stdout()
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"wall_s": wall, "completed": res.cluster["completed_requests"],
+                      "peak_mib": peak}))
+
+
+def run_one(name: str, n: int, rate: float, fresh: bool, reference: bool) -> dict:
+    spec = dict(BASE, rate=rate, num_requests=n, **(FRESH if fresh else {}))
+    env = dict(os.environ)
+    env.pop("BLIS_REFERENCE_STEPS", None)
+    if reference:
+        env["BLIS_REFERENCE_STEPS"] = "1"
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    m = json.loads(out.strip().splitlines()[-1])
+    m.update(name=name, n=n, rate=rate, flags="delay 0" if fresh else "default")
+    return m
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="run 1/10 of each workload's requests")
+    ap.add_argument("--only", default="abc", help="workloads to run, e.g. 'ab' (default abc)")
+    ap.add_argument("--default-flags", action="store_true",
+                    help="also run each workload with the default routing-signal delays")
+    ap.add_argument("--reference", action="store_true",
+                    help="step-by-step reference engine (BLIS_REFERENCE_STEPS=1)")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ns = ap.parse_args(argv)
+    if ns.child:
+        child(json.loads(ns.child))
+        return 0
+    rows = []
+    print(f"{'workload':<10}{'flags':<9}{'requests':>9}{'rate':>6}{'wall s':>9}"
+          f"{'req/s':>9}{'peak MiB':>10}")
+    for name in ns.only:
+        n, rate = WORKLOADS[name]
+        if ns.quick:
+            n //= 10
+        for fresh in ((True, False) if ns.default_flags else (True,)):
+            m = run_one(name, n, rate, fresh, ns.reference)
+            rows.append(m)
+            print(f"{name:<10}{m['flags']:<9}{n:>9}{rate:>6.0f}{m['wall_s']:>9.2f}"
+                  f"{n / m['wall_s']:>9.0f}{m['peak_mib']:>10.0f}", flush=True)
+    if ns.json:
+        print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
