@@ -58,9 +58,11 @@ class TieredKVCache(KVCache):
             del self.free[b]
             old = self.block_hash[b]
             if old is not None and h2b.get(old) == b:
+                self.note_hash_change(old)
                 del h2b[old]
             self.block_hash[b] = h
             self.block_fill[b] = self.block_size
+            self.note_hash_change(h)
             h2b[h] = b
             self.free[b] = None
             self.mutations += 1
