@@ -25,7 +25,6 @@ class BatchFormer:
     def form(self) -> None:
         inst = self.inst
         running = inst.running
-        kv = inst.kv
         mml = inst.max_model_len
         thr = inst.long_prefill_threshold
         self.budget = inst.max_num_batched_tokens
@@ -85,14 +84,7 @@ class BatchFormer:
                 n = 1 if r.output_len > 0 else 0
                 if n and not kv.allocate(r, r.progress_index, r.progress_index + 1, None):
                     break
-                waitq.pop(0)
-                running.append(r)
-                r.scheduled_step_idx = inst.step_count
-                r.state = RUNNING
-                self.budget -= n
-                r.num_new_tokens = n
-                r.computed_tokens = r.progress_index + n
-                self.newly_scheduled.append(r)
+                self._schedule_head(r, n, r.progress_index + n)
                 continue
             cached = kv.get_cached_blocks(r)
             start = len(cached) * bs
@@ -105,14 +97,19 @@ class BatchFormer:
                 n = min(n, max(mml - 1 - start, 0))
             if not kv.allocate(r, start, start + n, cached):
                 break
-            waitq.pop(0)
-            running.append(r)
-            r.scheduled_step_idx = inst.step_count
-            r.state = RUNNING
-            self.budget -= n
-            r.num_new_tokens = n
-            r.computed_tokens = n + start
-            self.newly_scheduled.append(r)
+            self._schedule_head(r, n, n + start)
+
+    def _schedule_head(self, r, n: int, computed: int) -> None:
+        """Move the wait-queue head ``r`` into the running batch with ``n`` new tokens."""
+        inst = self.inst
+        inst.wait_q.pop(0)
+        inst.running.append(r)
+        r.scheduled_step_idx = inst.step_count
+        r.state = RUNNING
+        self.budget -= n
+        r.num_new_tokens = n
+        r.computed_tokens = computed
+        self.newly_scheduled.append(r)
 
     def _preempt_for_tokens(self, r, n: int, i: int) -> tuple[bool, int]:
         inst = self.inst

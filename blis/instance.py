@@ -28,7 +28,7 @@ import os
 from blis.batch_formation import BatchFormer
 from blis.kv_cache import KVCache
 from blis.metrics import IntHistogram
-from blis.request import COMPLETED, QUEUED, RUNNING, TIMED_OUT
+from blis.request import COMPLETED, RUNNING, TIMED_OUT
 
 # instance event priorities (lower fires first at equal time)
 EV_QUEUED = 1
@@ -154,6 +154,10 @@ class Instance:
             self.stats.timed_out += 1
             self.on_finished(req, t, dropped=False)
             return
+        self._join_wait_queue(req, t)
+
+    def _join_wait_queue(self, req, t: int) -> None:
+        """Queue ``req``, arm its deadline, and make sure a step will look at it (INV-8)."""
         self.wait_q.append(req)
         if 0 < req.deadline <= self.horizon:
             self.push(req.deadline, self.src, EV_TIMEOUT, req)
@@ -171,12 +175,7 @@ class Instance:
             self.kv.release(req)
             self.on_finished(req, t, dropped=False)
             return
-        self.wait_q.append(req)
-        if 0 < req.deadline <= self.horizon:
-            self.push(req.deadline, self.src, EV_TIMEOUT, req)
-        if not self.step_pending:
-            self.step_pending = True
-            self.push(t, self.src, EV_STEP, None)
+        self._join_wait_queue(req, t)
 
     def timeout(self, req, t: int) -> None:
         if req.lazy_from >= 0:

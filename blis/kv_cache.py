@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from hashlib import blake2b
 
-import numpy as np
 
 from blis.request import hash_block
 
@@ -183,17 +182,7 @@ class KVCache:
     # ---- decode steps the engine advances without materialising every token ---------------
     def decode_pop(self, req) -> None:
         """The next decode token of ``req`` opens a new block (its last block is full)."""
-        b, _ = self.free.popitem(last=False)
-        old = self.block_hash[b]
-        if old is not None:
-            if self.hash_to_block.get(old) == b:
-                j = self.journal
-                if j is not None and old not in j:
-                    j[old] = True
-                del self.hash_to_block[old]
-                self.mutations += 1
-            self.block_hash[b] = None
-        self.cache_misses += 1
+        b = self._pop_free()
         self.block_fill[b] = 1
         self.ref_count[b] = 1
         self.request_blocks[req.id].append(b)

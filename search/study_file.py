@@ -19,7 +19,7 @@ import yaml
 
 from blis.errors import ConfigError
 from objectives.constraints import Constraint, parse_constraint
-from objectives.metrics import MAXIMIZE, MINIMIZE, SLO_CLASSES, MetricRef, parse_metric
+from objectives.metrics import MAXIMIZE, MINIMIZE, MetricRef, parse_metric
 from objectives.objective import Objective
 from objectives.paths import PD_REST, SCALAR_OPTIONS, SLO_OPTIONS, STRUCTURED_OPTIONS, apply_params, check_target
 from objectives.pricing import price_table

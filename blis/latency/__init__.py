@@ -46,6 +46,21 @@ def flops_per_us(hw, weight_bytes_per_param: float) -> float:
     return hw.tflops_peak * 1e6
 
 
+def moe_layer_split(mc) -> tuple[bool, int, int, int, int]:
+    """(is_moe, experts, active experts per token, MoE layers, dense layers) as both step-time
+    backends count them: interleaved MoE models alternate every ``step + 1`` layers."""
+    is_moe = mc.num_experts >= 2
+    L = mc.num_layers
+    step = mc.interleave_moe_layer_step
+    if is_moe and step > 0:
+        n_moe = L // (step + 1)
+    elif is_moe:
+        n_moe = L
+    else:
+        n_moe = 0
+    return is_moe, mc.num_experts, max(1, mc.num_experts_per_tok), n_moe, L - n_moe
+
+
 def check_coeffs(field: str, values, min_len: int, max_len: int) -> list[float]:
     """Coefficient vectors must have an allowed length and be finite and non-negative."""
     vals = [float(v) for v in values]

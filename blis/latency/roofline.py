@@ -8,7 +8,7 @@ on how many distinct experts a step's tokens touch, is evaluated per step.
 from __future__ import annotations
 
 from blis.errors import ConfigError
-from blis.latency import LatencyModel, check_coeffs, flops_per_us
+from blis.latency import LatencyModel, check_coeffs, flops_per_us, moe_layer_split
 
 
 class RooflineModel(LatencyModel):
@@ -28,17 +28,7 @@ class RooflineModel(LatencyModel):
         dH = d / H
         dKV = K * dH
         d_ff = mc.intermediate_size or 4 * d
-        is_moe = mc.num_experts >= 2
-        E = mc.num_experts
-        k = max(1, mc.num_experts_per_tok)
-        step = mc.interleave_moe_layer_step
-        if is_moe and step > 0:
-            n_moe = L // (step + 1)
-        elif is_moe:
-            n_moe = L
-        else:
-            n_moe = 0
-        n_dense = L - n_moe
+        is_moe, E, k, n_moe, n_dense = moe_layer_split(mc)
         ff_moe = mc.moe_intermediate_size or d_ff
         ff_dense = mc.intermediate_size_mlp or d_ff
         wbpp = mc.effective_weight_bytes_per_param

@@ -8,7 +8,7 @@ parallelism into per-aggregate coefficients and ``step_time`` only accumulates t
 from __future__ import annotations
 
 from blis.errors import ConfigError
-from blis.latency import LatencyModel, check_coeffs, flops_per_us
+from blis.latency import LatencyModel, check_coeffs, flops_per_us, moe_layer_split
 from blis.model_config import defaults_cached
 
 ALL_GATHER_BACKENDS = frozenset({"", "naive", "allgather_reducescatter"})
@@ -45,17 +45,7 @@ class TrainedPhysicsModel(LatencyModel):
         K = mc.num_kv_heads or H
         dH = d // H
         dKV = K * dH
-        is_moe = mc.num_experts >= 2
-        E = mc.num_experts
-        k = max(1, mc.num_experts_per_tok)
-        step = mc.interleave_moe_layer_step
-        if is_moe and step > 0:
-            n_moe = L // (step + 1)
-        elif is_moe:
-            n_moe = L
-        else:
-            n_moe = 0
-        n_dense = L - n_moe
+        is_moe, E, k, n_moe, n_dense = moe_layer_split(mc)
         ff_moe = mc.moe_intermediate_size or mc.intermediate_size
         ff_dense = mc.intermediate_size_mlp or mc.intermediate_size
         shared_ff = mc.shared_expert_intermediate_size
@@ -92,7 +82,7 @@ class TrainedPhysicsModel(LatencyModel):
             else:
                 dispatch = n_moe * (1 / dp) * frac * 2 * d * abpp / bw
 
-        interleaved = is_moe and step > 0
+        interleaved = is_moe and mc.interleave_moe_layer_step > 0
         self._const = B[2] * t_weight + B[4] * L + B[6] + (B[7] * n_moe if interleaved else 0.0)
         self._per_req = B[5]
         self._comm = B[3] * tp_comm + B[10] * dispatch
