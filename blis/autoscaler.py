@@ -127,7 +127,7 @@ class Autoscaler:
             v = decision[0]
             sim.push(t + sample_delay(self.cfg.hpa_scrape_delay, self.rng), 0, EV_SCALE_ACTUATION,
                      (v.gpu, v.tp, delta))
-        if (sim.horizon >= (1 << 63) - 1 and len(sim.arrived) >= len(sim.requests)
+        if (sim.horizon >= (1 << 63) - 1 and sim.n_arrived >= len(sim.requests)
                 and not any(sim.in_flight)):
             return  # nothing left to serve: stop ticking so the run can end
         sim.push(t + self.cfg.interval_us, 0, EV_SCALING_TICK, None)

@@ -12,6 +12,7 @@ import heapq
 
 from blis.admission import build_admission
 from blis.instance import Instance
+from blis.request import COMPLETED
 from blis.rng import PartitionedRNG
 from blis.routing import build_routing
 from blis.scheduler import build_scheduler
@@ -79,6 +80,11 @@ class ClusterSimulator:
         self.routed: dict[str, object] = {}
         self.arrived: list = []
         self.lean = False  # finished requests drop their bulky data (no per-request output)
+        self.fold = None  # lean runs: blis.metrics.Folder takes finished requests' values
+        self.fold_classes: set[str] = set()  # classes of finished routed requests (fold)
+        self.n_arrived = 0
+        self._arrivals = None  # iterator of a streamed workload (LazyRequests)
+        self._arrival_seq = 0
         self._model = cfg.deployment.model.lower()
         if cfg.node_pools or cfg.lifecycle is not None:
             from blis.lifecycle import Fleet
@@ -166,15 +172,29 @@ class ClusterSimulator:
         self.admission.on_finished(req)
         if dropped:
             self.routed.pop(req.id, None)
+        if self.fold is not None:
+            self.fold.take(self.instances[idx].stats, req, dropped, req.state == COMPLETED)
+            if not dropped:
+                self.routed.pop(req.id, None)
+                self.fold_classes.add(req.slo_class or "default")
         if self.lean:
             req.drop_payload()
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         heap = self.heap
-        for req in self.requests:
-            self.seq += 1
-            heap.append((req.arrival_time, 0, EV_ARRIVAL, self.seq, req))
+        reqs = self.requests
+        if getattr(reqs, "in_arrival_order", False):
+            # Stream arrivals: the next one is pushed when the previous fires, with the
+            # sequence number it would have had if all were pushed up front (same event order).
+            self._arrivals = iter(reqs)
+            self._arrival_seq = self.seq
+            self.seq += len(reqs)
+            self._push_next_arrival()
+        else:
+            for req in reqs:
+                self.seq += 1
+                heap.append((req.arrival_time, 0, EV_ARRIVAL, self.seq, req))
         heapq.heapify(heap)
         horizon = self.horizon
         instances = self.instances
@@ -196,11 +216,21 @@ class ClusterSimulator:
         for inst in instances:
             inst.finalize()
 
+    def _push_next_arrival(self) -> None:
+        req = next(self._arrivals, None)
+        if req is not None:
+            self._arrival_seq += 1
+            heapq.heappush(self.heap, (req.arrival_time, 0, EV_ARRIVAL, self._arrival_seq, req))
+
     def _cluster_event(self, t: int, prio: int, req) -> None:
         if prio == EV_ARRIVAL:
+            if self._arrivals is not None:
+                self._push_next_arrival()
             cls = req.slo_class
             self.injected_by_class[cls] = self.injected_by_class.get(cls, 0) + 1
-            self.arrived.append(req)
+            self.n_arrived += 1
+            if not self.lean:
+                self.arrived.append(req)
             self.push(t + self.admission_latency, 0, EV_ADMISSION, req)
         elif prio == EV_ADMISSION:
             ok, _reason = self.admission.admit(req, self._router_state(req))

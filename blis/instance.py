@@ -43,6 +43,7 @@ class InstanceStats:
         "completed", "dropped_unservable", "timed_out", "length_capped", "preemptions",
         "kv_allocation_failures", "total_input_tokens", "total_output_tokens", "peak_kv_blocks",
         "ttft", "e2e", "itl_mean", "sched_delay", "itl_samples", "queue_len_sum", "queue_len_n",
+        "folded",
     )
 
     def __init__(self):
@@ -62,6 +63,7 @@ class InstanceStats:
         self.itl_samples = IntHistogram()  # ITL samples of completed requests
         self.queue_len_sum = 0  # wait-queue length summed over steps (HOL detection)
         self.queue_len_n = 0
+        self.folded = None  # lean runs: values of finished requests (blis.metrics.Folder)
 
 
 class Instance:

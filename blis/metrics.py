@@ -7,6 +7,7 @@ Percentiles use linear interpolation between ``floor(rank)`` and ``ceil(rank)`` 
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class IntHistogram:
     """
 
     __slots__ = ("counts", "pending", "n")
-    FOLD = 1 << 20
+    FOLD = 1 << 16  # pending ints cost ~40 B each: a bounded buffer per instance
 
     def __init__(self):
         self.counts: dict[int, int] = {}
@@ -136,6 +137,100 @@ def _sorted_values(d: dict) -> list:
     return [d[k] for k in sorted(d)]
 
 
+def _with_folded(d: dict, folded: list, name: str):
+    """Values of the id-keyed map ``d`` plus the final values already folded out of it."""
+    vals = _sorted_values(d)
+    if not folded:
+        return vals
+    return np.concatenate([np.asarray(vals, dtype=np.float64)]
+                          + [np.asarray(getattr(f, name), dtype=np.float64) for f in folded])
+
+
+class FoldedValues:
+    """Final per-request values of finished requests, without their ids (lean runs)."""
+
+    __slots__ = ("ttft", "e2e", "sched_delay")
+
+    def __init__(self):
+        self.ttft = array("q")
+        self.e2e = array("q")
+        self.sched_delay = array("q")
+
+
+class ClassValues:
+    """One SLO class's final values (routed requests that were not dropped)."""
+
+    __slots__ = ("ttft", "e2e", "itl_mean", "row_ttft")
+
+    def __init__(self):
+        self.ttft = array("q")       # every request with a TTFT
+        self.e2e = array("q")        # completed requests ...
+        self.itl_mean = array("d")   # ... their mean ITL ...
+        self.row_ttft = array("q")   # ... and TTFT (0 if none), aligned with e2e
+
+    def rows(self):
+        """(ttft_ms, itl_ms, e2e_ms) of completed requests, as ``goodput`` reads them."""
+        return _Rows(self)
+
+
+class _Rows:
+    __slots__ = ("c",)
+
+    def __init__(self, c: ClassValues):
+        self.c = c
+
+    def __len__(self) -> int:
+        return len(self.c.e2e)
+
+    def __iter__(self):
+        c = self.c
+        for t, i, e in zip(c.row_ttft, c.itl_mean, c.e2e):
+            yield t / 1000.0, i / 1000.0, e / 1000.0
+
+
+class Folder:
+    """Lean runs: a finished request's TTFT / E2E / mean ITL / scheduling delay leave the
+    instance's id-keyed maps (final once the request completes, times out or is dropped) for
+    per-instance and per-class arrays; tenants' completed counts and tokens are counted."""
+
+    def __init__(self):
+        self.by_class: dict[str, ClassValues] = {}
+        self.tenant_tokens: dict[str, int] = {}
+        self.tenant_counts: dict[str, int] = {}
+
+    def take(self, stats, req, dropped: bool, completed: bool) -> None:
+        rid = req.id
+        ttft = stats.ttft.pop(rid, None)
+        e2e = stats.e2e.pop(rid, None)
+        itl = stats.itl_mean.pop(rid, None)
+        sched = stats.sched_delay.pop(rid, None)
+        f = stats.folded
+        if f is None:
+            f = stats.folded = FoldedValues()
+        if ttft is not None:
+            f.ttft.append(ttft)
+        if e2e is not None:
+            f.e2e.append(e2e)
+        if sched is not None:
+            f.sched_delay.append(sched)
+        if dropped:
+            return
+        cls = req.slo_class or "default"
+        c = self.by_class.get(cls)
+        if c is None:
+            c = self.by_class[cls] = ClassValues()
+        if ttft is not None:
+            c.ttft.append(ttft)
+        if e2e is not None:
+            c.e2e.append(e2e)
+            c.itl_mean.append(itl)
+            c.row_ttft.append(ttft if ttft is not None else 0)
+        if completed and req.tenant_id:
+            t = req.tenant_id
+            self.tenant_tokens[t] = self.tenant_tokens.get(t, 0) + req.output_len
+            self.tenant_counts[t] = self.tenant_counts.get(t, 0) + 1
+
+
 def metrics_output(instance_id: str, parts: list, still_queued: int, still_running: int,
                    sim_ended_us: int) -> dict:
     """MetricsOutput for one instance (``parts`` = [stats]) or the cluster (all instances)."""
@@ -163,10 +258,11 @@ def metrics_output(instance_id: str, parts: list, still_queued: int, still_runni
             ttft.update(s.ttft)
             itl.extend(s.itl_samples)
             sched.update(s.sched_delay)
-        _ms_fields("e2e", _sorted_values(e2e), out)
-        _ms_fields("ttft", _sorted_values(ttft), out)
+        folded = [s.folded for s in parts if s.folded is not None]
+        _ms_fields("e2e", _with_folded(e2e, folded, "e2e"), out)
+        _ms_fields("ttft", _with_folded(ttft, folded, "ttft"), out)
         _hist_ms_fields("itl", itl, out)
-        sd = np.sort(np.asarray(_sorted_values(sched), dtype=np.float64))
+        sd = np.sort(np.asarray(_with_folded(sched, folded, "sched_delay"), dtype=np.float64))
         out["scheduling_delay_p99_ms"] = percentile(sd, 99) / 1000.0 if len(sd) else 0.0
     else:
         for prefix in ("e2e", "ttft", "itl"):

@@ -7,11 +7,13 @@ import gc
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from blis.cluster import ClusterSimulator
 from blis.deployment import resolve_deployment
 from blis.instance import InstanceStats
 from blis.jsonfmt import dumps
-from blis.metrics import distribution, goodput, jain_fairness, metrics_output
+from blis.metrics import Folder, distribution, goodput, jain_fairness, metrics_output
 from blis.pd import pd_lines
 from blis.request import COMPLETED
 from blis.workload import generate_requests
@@ -164,7 +166,8 @@ class SimResult:
         return sum(i.kv.thrashing_rate() for i in insts if i.kv_tiered) / len(insts)
 
     def _per_slo_lines(self) -> list[str]:
-        classes = sorted({_cls(r.slo_class) for r in self.sim.routed.values()})
+        classes = sorted({_cls(r.slo_class) for r in self.sim.routed.values()}
+                         | self.sim.fold_classes)
         if len(classes) < 2 and not (classes and self.cfg.slo_targets):
             return []
         lines = ["=== Per-SLO Metrics ==="]
@@ -177,8 +180,9 @@ class SimResult:
         return lines
 
     def _tenant_lines(self) -> list[str]:
-        tokens: dict[str, int] = {}
-        counts: dict[str, int] = {}
+        fold = self.sim.fold
+        tokens: dict[str, int] = dict(fold.tenant_tokens) if fold is not None else {}
+        counts: dict[str, int] = dict(fold.tenant_counts) if fold is not None else {}
         for r in self.sim.routed.values():
             if r.state == COMPLETED and r.tenant_id:
                 tokens[r.tenant_id] = tokens.get(r.tenant_id, 0) + r.output_len
@@ -206,6 +210,10 @@ class SimResult:
             if rid in s.e2e:
                 rows.setdefault(_cls(r.slo_class), []).append(
                     (s.ttft.get(rid, 0) / 1000.0, s.itl_mean[rid] / 1000.0, s.e2e[rid] / 1000.0))
+        fold = self.sim.fold
+        if fold is not None:  # completed requests were all folded: nothing left in ``rows``
+            assert not rows
+            return {cls: c.rows() for cls, c in fold.by_class.items()}
         return rows
 
     def _raw_by_class(self) -> dict:
@@ -220,6 +228,13 @@ class SimResult:
             if rid in s.e2e:
                 e2e.append(s.e2e[rid])
                 itl.append(s.itl_mean[rid])
+        fold = self.sim.fold
+        if fold is not None:
+            for cls, c in fold.by_class.items():
+                ttft, itl, e2e = out.get(cls, ([], [], []))
+                out[cls] = tuple(np.concatenate([np.asarray(a, dtype=np.float64),
+                                                 np.asarray(b, dtype=np.float64)])
+                                 for a, b in ((c.ttft, ttft), (c.itl_mean, itl), (c.e2e, e2e)))
         return out
 
 
@@ -278,9 +293,15 @@ def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True
     lean = not keep_requests and not cfg.pd.enabled
     if requests is None:
         requests = generate_requests(cfg.workload, cfg.max_requests, cfg.horizon,
-                                     cfg.timeout_override_us, lazy_tokens=lean)
+                                     cfg.timeout_override_us, lazy_tokens=lean,
+                                     lazy_requests=lean)
     sim = ClusterSimulator(cfg, deployment, requests)
     sim.lean = lean
+    if lean and sim.fleet is None and (getattr(requests, "in_arrival_order", False)
+                                       or len({r.id for r in requests}) == len(requests)):
+        # Summaries from values folded as requests finish, not from id-keyed maps (P/D
+        # projection and warm-up TTFT factors need the maps; duplicate ids would merge).
+        sim.fold = Folder()
     # The workload and the cluster live for the whole run: keep the cyclic GC from rescanning
     # them at every collection (about a fifth of a 100k-request run otherwise).
     gc.freeze()

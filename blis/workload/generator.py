@@ -173,8 +173,10 @@ class _Plan:
             out_len[a:b] = out_s.sample(self.out_rng, b - a)
         return in_len, out_len, modal
 
-    def _build_single(self, local: np.ndarray, ids: list[str],
-                      lazy_tokens: bool = False) -> list[Request]:
+    def _build_single(self, local: np.ndarray, ids, lazy_tokens: bool = False,
+                      as_factory: bool = False):
+        """The requests, or with ``as_factory`` a function ``k -> request k`` (the draws are
+        made here either way, so requests can then be created in any order, or never)."""
         c = self.spec
         n = local.shape[0]
         in_len, out_len, modal = self._lengths(self.group[local])
@@ -194,8 +196,8 @@ class _Plan:
                 _stamp_prefix(buf, prefix, starts)
         arrivals = self.arrivals[local]
         timeout = self.timeout
-        out = []
-        for k in range(n):
+
+        def make(k: int) -> Request:
             s = int(starts[k])
             mid = s + p + int(in_len[k])
             end = mid + int(out_len[k])
@@ -223,8 +225,11 @@ class _Plan:
                 req.image_tokens = int(modal["image"][k])
                 req.audio_tokens = int(modal["audio"][k])
                 req.video_tokens = int(modal["video"][k])
-            out.append(req)
-        return out
+            return req
+
+        if as_factory:
+            return make
+        return [make(k) for k in range(n)]
 
     def _build_sessions(self, local: np.ndarray, ids: list[str]) -> list[Request]:
         c = self.spec
@@ -567,14 +572,16 @@ def _check_supported(clients: list[tuple[str, ClientSpec]]) -> None:
 
 def generate_requests(spec: WorkloadSpec, max_requests: int, horizon: int,
                       timeout_override_us: int | None = None,
-                      lazy_tokens: bool = False) -> list[Request]:
+                      lazy_tokens: bool = False, lazy_requests: bool = False) -> list[Request]:
     """All requests of ``spec`` sorted by arrival, capped at ``max_requests`` (0 = no cap).
 
     ``horizon`` (µs) bounds arrival times. ``timeout_override_us`` (an explicit ``--timeout``)
     replaces every client's ``timeout``: > 0 is a per-request timeout in µs, 0 disables deadlines.
     IDs are ``request_<i>`` in arrival order. ``lazy_tokens``: single-shot clients draw their
     token ids in chunks as requests first use them (identical values, see ``_TokenStream``),
-    so a long run holds only the tokens of requests in flight.
+    so a long run holds only the tokens of requests in flight. ``lazy_requests`` (with
+    ``lazy_tokens``, no multi-turn sessions): a ``LazyRequests`` sequence that creates each
+    ``Request`` when it is first read, with the same values.
     """
     clients = [(f"clients[{i}]", c) for i, c in enumerate(spec.clients)] + expand_cohorts(spec)
     _check_supported(clients)
@@ -635,6 +642,15 @@ def generate_requests(spec: WorkloadSpec, max_requests: int, horizon: int,
     by_client = np.lexsort((kept_local, kept_owner))
     requests: list[Request | None] = [None] * order.shape[0]
     bounds = np.searchsorted(kept_owner[by_client], np.arange(len(plans) + 1), side="left")
+    if lazy_requests and lazy_tokens and not any(p.is_session for p in plans):
+        within = np.empty(order.shape[0], dtype=np.int64)
+        makers = []
+        for pi, plan in enumerate(plans):
+            sel = by_client[bounds[pi]:bounds[pi + 1]]
+            within[sel] = np.arange(sel.shape[0])
+            makers.append(plan._build_single(kept_local[sel], _Ids(sel), True, as_factory=True)
+                          if sel.shape[0] else None)
+        return LazyRequests(makers, kept_owner, within)
     for pi, plan in enumerate(plans):
         sel = by_client[bounds[pi]:bounds[pi + 1]]
         if sel.shape[0] == 0:
@@ -644,3 +660,42 @@ def generate_requests(spec: WorkloadSpec, max_requests: int, horizon: int,
         for g, req in zip(positions, built):
             requests[g] = req
     return requests
+
+
+class _Ids:
+    """``request_<g>`` for the k-th selected global position, built on demand."""
+
+    __slots__ = ("pos",)
+
+    def __init__(self, pos: np.ndarray):
+        self.pos = pos
+
+    def __getitem__(self, k: int) -> str:
+        return f"request_{int(self.pos[k])}"
+
+
+class LazyRequests:
+    """The workload in arrival order, each ``Request`` created when first read (by index or by
+    iteration) and not kept: the cluster streams arrivals from it, so a lean run holds only
+    the requests that have arrived and not finished."""
+
+    in_arrival_order = True
+
+    def __init__(self, makers: list, owner: np.ndarray, within: np.ndarray):
+        self.makers = makers
+        self.owner = owner
+        self.within = within
+
+    def __len__(self) -> int:
+        return int(self.owner.shape[0])
+
+    def __getitem__(self, g: int) -> Request:
+        if g < 0:
+            g += len(self)
+        if not 0 <= g < len(self):
+            raise IndexError(g)
+        return self.makers[int(self.owner[g])](int(self.within[g]))
+
+    def __iter__(self):
+        for g in range(len(self)):
+            yield self[g]
