@@ -83,7 +83,7 @@ class TierShed(AdmissionPolicy):
     def admit(self, req, state):
         max_load = 0
         for s in state.snapshots:
-            load = s.queue_depth + s.batch_size + s.in_flight_requests
+            load = s.effective_load
             if load > max_load:
                 max_load = load
         if max_load <= self.threshold:

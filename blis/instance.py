@@ -66,6 +66,22 @@ class InstanceStats:
         self.folded = None  # lean runs: values of finished requests (blis.metrics.Folder)
 
 
+def merge_stats(instances) -> InstanceStats:
+    """All instances' counters and per-request records in one stats object."""
+    out = InstanceStats()
+    for inst in instances:
+        s = inst.stats
+        for name in ("completed", "dropped_unservable", "timed_out", "length_capped", "preemptions",
+                     "kv_allocation_failures", "total_input_tokens", "total_output_tokens"):
+            setattr(out, name, getattr(out, name) + getattr(s, name))
+        out.ttft.update(s.ttft)
+        out.e2e.update(s.e2e)
+        out.itl_mean.update(s.itl_mean)
+        out.sched_delay.update(s.sched_delay)
+        out.itl_samples.extend(s.itl_samples)
+    return out
+
+
 class Instance:
     """Engine state of one instance. ``push(t, src, prio, payload)`` schedules into the cluster heap."""
 
@@ -158,6 +174,16 @@ class Instance:
             return
         self._join_wait_queue(req, t)
 
+    def _note_scheduled(self, now: int) -> None:
+        """Stamp the requests this step admitted and sample the wait-queue length (HOL metric)."""
+        stats = self.stats
+        sched_delay = stats.sched_delay
+        for r in self.former.newly_scheduled:
+            r.schedule_time = now
+            sched_delay[r.id] = now - r.arrival_time
+        stats.queue_len_sum += len(self.wait_q)
+        stats.queue_len_n += 1
+
     def _join_wait_queue(self, req, t: int) -> None:
         """Queue ``req``, arm its deadline, and make sure a step will look at it (INV-8)."""
         self.wait_q.append(req)
@@ -220,12 +246,7 @@ class Instance:
         former.form()
         stats = self.stats
         stats.preemptions += former.preempted
-        sched_delay = stats.sched_delay
-        for r in former.newly_scheduled:
-            r.schedule_time = now
-            sched_delay[r.id] = now - r.arrival_time
-        stats.queue_len_sum += len(self.wait_q)
-        stats.queue_len_n += 1
+        self._note_scheduled(now)
 
         batch = [r for r in running if r.num_new_tokens > 0]
         delta = self.latency.step_time(batch)
@@ -332,12 +353,7 @@ class Instance:
         former.newly_scheduled = []
         former.admit()
         stats = self.stats
-        sched_delay = stats.sched_delay
-        for r in former.newly_scheduled:
-            r.schedule_time = now
-            sched_delay[r.id] = now - r.arrival_time
-        stats.queue_len_sum += len(self.wait_q)
-        stats.queue_len_n += 1
+        self._note_scheduled(now)
 
         new = running[n:]
         delta = self.lazy_time([r for r in new if r.num_new_tokens > 0], n, self.ctx_lazy)

@@ -172,6 +172,10 @@ class KVCache:
         else:
             prev = self.block_hash[owned[k - 1]] if k > 0 else b""
             h = hash_block(prev or b"", req.tokens_between(a, a + bs))
+        self._publish(b, h)
+
+    def _publish(self, b: int, h: bytes) -> None:
+        """Make full block ``b`` findable by its prefix hash ``h`` (journaled for the router)."""
         self.block_hash[b] = h
         j = self.journal
         if j is not None and h not in j:
@@ -203,12 +207,7 @@ class KVCache:
         else:
             data = req.tokens_between(a + req.input_len, a + req.input_len + bs).tobytes()
         h = blake2b((prev or b"") + data, digest_size=16).digest()  # = hash_block, inlined
-        self.block_hash[b] = h
-        j = self.journal
-        if j is not None and h not in j:
-            j[h] = h in self.hash_to_block
-        self.hash_to_block[h] = b
-        self.mutations += 1
+        self._publish(b, h)
 
     def last_fill(self, req) -> int:
         owned = self.request_blocks[req.id]

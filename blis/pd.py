@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from blis.deployment import resolve_deployment
 from blis.errors import ConfigError
-from blis.instance import InstanceStats
+from blis.instance import InstanceStats, merge_stats
 from blis.kv_capacity import kv_bytes_per_token
 from blis.metrics import distribution
 from blis.rng import PartitionedRNG
@@ -112,6 +112,19 @@ def pool_deployments(cfg, base) -> list:
     return [by_role[r] for r in instance_roles(pd, cfg.num_instances)]
 
 
+def sub_request(req, role: str, output_tokens) -> Request:
+    """``<id>_<role>``: the same prompt, arrival, deadline and metadata as ``req``, sharing its
+    prefix hashes, with the given output tokens (none for the prefill half)."""
+    sub = Request(f"{req.id}_{role}", req.input_tokens, output_tokens, req.arrival_time,
+                  max_output_len=req.max_output_len, deadline=req.deadline,
+                  slo_class=req.slo_class, tenant_id=req.tenant_id, model=req.model,
+                  client_id=req.client_id, prefix_group=req.prefix_group,
+                  prefix_length=req.prefix_length, session_id=req.session_id,
+                  round_index=req.round_index)
+    sub._block_hashes = req._block_hashes
+    return sub
+
+
 class Parent:
     """One disaggregated request: the original, its two sub-requests and the phase timestamps."""
 
@@ -128,13 +141,7 @@ class Parent:
         self.prefill_enqueue = self.prefill_complete = -1
         self.transfer_start = self.transfer_complete = -1
         self.decode_enqueue = self.completion_time = -1
-        sub = Request(f"{req.id}_prefill", req.input_tokens, req.input_tokens[:0], req.arrival_time,
-                      max_output_len=req.max_output_len, deadline=req.deadline,
-                      slo_class=req.slo_class, tenant_id=req.tenant_id, model=req.model,
-                      client_id=req.client_id, prefix_group=req.prefix_group,
-                      prefix_length=req.prefix_length, session_id=req.session_id,
-                      round_index=req.round_index)
-        sub._block_hashes = req._block_hashes
+        sub = sub_request(req, "prefill", req.input_tokens[:0])
         self.prefill = sub
 
 
@@ -254,13 +261,7 @@ class PDCoordinator:
         parent.transfer_start = t
         req = parent.req
         inst = self.sim.instances[parent.decode_idx]
-        sub = Request(f"{req.id}_decode", req.input_tokens, req.output_tokens, req.arrival_time,
-                      max_output_len=req.max_output_len, deadline=req.deadline,
-                      slo_class=req.slo_class, tenant_id=req.tenant_id, model=req.model,
-                      client_id=req.client_id, prefix_group=req.prefix_group,
-                      prefix_length=req.prefix_length, session_id=req.session_id,
-                      round_index=req.round_index)
-        sub._block_hashes = req._block_hashes
+        sub = sub_request(req, "decode", req.output_tokens)
         sub.is_decode_sub_request = True
         sub.state = WAITING_FOR_REMOTE_KVS
         if not inst.kv.allocate(sub, 0, sub.input_len, None):
@@ -308,18 +309,7 @@ class PDCoordinator:
         """Cluster-level stats with per-request maps keyed by parent id (INV-PD-6), completed
         prefill sub-requests removed, decode-KV drops counted as unservable; plus the number of
         requests still between prefill and decode (reported as still running)."""
-        out = InstanceStats()
-        for inst in instances:
-            s = inst.stats
-            for name in ("completed", "dropped_unservable", "timed_out", "length_capped",
-                         "preemptions", "kv_allocation_failures", "total_input_tokens",
-                         "total_output_tokens"):
-                setattr(out, name, getattr(out, name) + getattr(s, name))
-            out.ttft.update(s.ttft)
-            out.e2e.update(s.e2e)
-            out.itl_mean.update(s.itl_mean)
-            out.sched_delay.update(s.sched_delay)
-            out.itl_samples.extend(s.itl_samples)
+        out = merge_stats(instances)
         ttft, e2e, itl, sched = out.ttft, out.e2e, out.itl_mean, out.sched_delay
         in_transfer = 0
         for p in self.parents:

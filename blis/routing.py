@@ -76,8 +76,7 @@ class LoadBalanceScorer(Scorer):
     name = "load-balance"
 
     def score(self, req, state):
-        return [1.0 / (1 + s.queue_depth + s.batch_size + s.in_flight_requests)
-                for s in state.snapshots]
+        return [1.0 / (1 + s.effective_load) for s in state.snapshots]
 
 
 class ActiveRequestsScorer(Scorer):
@@ -274,7 +273,7 @@ class LeastLoaded(RoutingPolicy):
         snaps = state.snapshots
         if not snaps:
             return None
-        loads = [s.queue_depth + s.batch_size + s.in_flight_requests for s in snaps]
+        loads = [s.effective_load for s in snaps]
         low = min(loads)
         tied = [i for i, v in enumerate(loads) if v == low]
         if len(tied) == 1:
@@ -294,7 +293,7 @@ class AlwaysBusiest(RoutingPolicy):
         best = 0
         best_load = -1
         for i, s in enumerate(snaps):
-            load = s.queue_depth + s.batch_size + s.in_flight_requests
+            load = s.effective_load
             if load > best_load:
                 best, best_load = i, load
         return best

@@ -11,7 +11,7 @@ import numpy as np
 
 from blis.cluster import ClusterSimulator
 from blis.deployment import resolve_deployment
-from blis.instance import InstanceStats
+from blis.instance import merge_stats
 from blis.jsonfmt import dumps
 from blis.metrics import Folder, distribution, goodput, jain_fairness, metrics_output
 from blis.pd import pd_lines
@@ -41,14 +41,7 @@ class SimResult:
         """Per-request maps (ttft, e2e, itl_mean, sched_delay) over the whole cluster, keyed by
         the user's request ids (P/D sub-requests already folded into their parents)."""
         if self._req_stats is None:
-            merged = InstanceStats()
-            for inst in self.sim.instances:
-                s = inst.stats
-                merged.ttft.update(s.ttft)
-                merged.e2e.update(s.e2e)
-                merged.itl_mean.update(s.itl_mean)
-                merged.sched_delay.update(s.sched_delay)
-            self._req_stats = merged
+            self._req_stats = merge_stats(self.sim.instances)
         return self._req_stats
 
     # ---- views -----------------------------------------------------------------------------
@@ -267,22 +260,6 @@ def _per_class_summary(res: SimResult) -> dict:
     return out
 
 
-def _merge_stats(instances) -> InstanceStats:
-    """All instances' counters and per-request records in one stats object."""
-    out = InstanceStats()
-    for inst in instances:
-        s = inst.stats
-        for name in ("completed", "dropped_unservable", "timed_out", "length_capped", "preemptions",
-                     "kv_allocation_failures", "total_input_tokens", "total_output_tokens"):
-            setattr(out, name, getattr(out, name) + getattr(s, name))
-        out.ttft.update(s.ttft)
-        out.e2e.update(s.e2e)
-        out.itl_mean.update(s.itl_mean)
-        out.sched_delay.update(s.sched_delay)
-        out.itl_samples.extend(s.itl_samples)
-    return out
-
-
 def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True) -> SimResult:
     """Simulate ``cfg``; ``requests`` (e.g. from a replayed trace) replaces the generated workload.
 
@@ -323,7 +300,7 @@ def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True
     running = sum(len(i.running) for i in sim.instances)
     fleet = sim.fleet
     if fleet is not None and fleet.warm_ids and fleet.lc.warm_up_ttft_factor != 1.0:
-        warmed = _merge_stats(sim.instances)
+        warmed = merge_stats(sim.instances)
         factor = fleet.lc.warm_up_ttft_factor
         for rid in fleet.warm_ids:
             if rid in warmed.ttft:

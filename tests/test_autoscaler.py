@@ -15,8 +15,9 @@ from blis.node_pools import NODE_TERMINATED
 from blis.options import build_config
 from blis.simulation import run_simulation
 
+from conservation import check_conservation
+
 MODEL = "qwen/qwen2.5-7b-instruct"
-UNBOUNDED = (1 << 63) - 1
 
 BUNDLE = {
     "node_pools": [{"name": "h100", "gpu_type": "H100", "gpus_per_node": 2, "gpu_memory_gib": 80,
@@ -65,17 +66,6 @@ def run_bursty(seed=1, **extra):
         if r.deadline:
             r.deadline = t + 300_000_000
     return run_simulation(cfg, requests=reqs)
-
-
-def check_conservation(res):
-    sim, c = res.sim, res.cluster
-    for m in res.instances + [c]:
-        assert m["injected_requests"] == (m["completed_requests"] + m["still_queued"]
-                                          + m["still_running"] + m["dropped_unservable"]
-                                          + m["timed_out_requests"])
-    if res.cfg.horizon >= UNBOUNDED:
-        assert len(sim.requests) == c["injected_requests"] + sim.rejected + sim.routing_rejections
-        assert c["still_queued"] == 0 and c["still_running"] == 0
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from blis.request import COMPLETED, Request
 from blis.simulation import run_simulation
 from blis.snapshot import RouterState, Snapshot
 
+from conservation import check_conservation
+
 MODEL = "qwen/qwen2.5-7b-instruct"
 UNBOUNDED = (1 << 63) - 1
 
@@ -54,17 +56,6 @@ def random_pd_options(seed: int) -> dict:
     if rng.random() < 0.2:
         opts["horizon"] = int(rng.integers(1, 4)) * 1_000_000
     return opts
-
-
-def check_conservation(res):
-    sim, c = res.sim, res.cluster
-    for m in res.instances + [c]:
-        assert m["injected_requests"] == (m["completed_requests"] + m["still_queued"]
-                                          + m["still_running"] + m["dropped_unservable"]
-                                          + m["timed_out_requests"])
-    if res.cfg.horizon >= UNBOUNDED:
-        assert len(sim.requests) == c["injected_requests"] + sim.rejected + sim.routing_rejections
-        assert c["still_queued"] == 0 and c["still_running"] == 0
 
 
 @pytest.mark.parametrize("seed", range(30))
