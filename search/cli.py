@@ -37,7 +37,7 @@ def _positive_float(text: str) -> float:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from search.driver import default_out_dir, run_search
+    from search.driver import Interrupted, default_out_dir, run_search
     from search.study_file import load_study
 
     try:
@@ -57,9 +57,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt) as e:
         print("interrupted: re-run the same command to resume", file=sys.stderr)
-        return 130
+        return 128 + (e.signum if isinstance(e, Interrupted) else 2)
     print(f"report: {out}/recommendations.md")
     return 0
 

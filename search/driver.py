@@ -6,21 +6,21 @@ command: finished trials are kept, and trials a dead driver left RUNNING are fai
 re-enqueued with the same parameters (counting once toward the budget).
 
 Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``
-(completed ones), ``baseline``, ``requeued_from`` and ``duplicate_of``. A FAIL trial without
-``error`` is one a driver was interrupted on.
+(completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
+system fault the trial survived). A FAIL trial without ``error`` is one a driver was interrupted
+on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
+``duplicate_of`` and costs no budget.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import logging
 import math
 import os
+import signal
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,35 +28,30 @@ import optuna
 from optuna.trial import TrialState
 
 from blis.errors import ConfigError
+from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_interrupted
 from search.space import suggest
+from search.storage import StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
 from search.study_file import StudySpec
+from search.workers import Deadlines, SystemFault, TrialError, fetch, remote_evaluate, start_ray
+
+__all__ = ["run_search", "load_run", "is_interrupted", "counts_toward_budget", "Interrupted"]
 
 DEFAULT_TRIALS = 20
-JOURNAL_NAME = "study.journal"
 META_NAME = "search.json"
+#: longest the loop blocks in Ray before it looks at signals again
+_POLL_S = 0.5
 
 
-@dataclass
-class TrialError:
-    """What a worker returns instead of an Evaluation when the simulation raised."""
+class Interrupted(Exception):
+    """SIGINT/SIGTERM stopped the search after in-flight trials were cancelled and marked."""
 
-    message: str
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def default_out_dir(spec: StudySpec) -> Path:
     return Path("out") / spec.name
-
-
-def open_storage(storage: str | None, out_dir: Path):
-    """An Optuna storage: any URL Optuna accepts (``sqlite:///x.db``...) or a journal file path."""
-    if storage and "://" in storage:
-        return storage
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    path = Path(storage) if storage else out_dir / JOURNAL_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def load_run(out_dir: Path) -> tuple[optuna.Study, StudySpec]:
@@ -72,7 +67,7 @@ def load_run(out_dir: Path) -> tuple[optuna.Study, StudySpec]:
     if "://" not in storage and not Path(storage).is_absolute():
         storage = str(out_dir / storage)
     quiet_optuna()
-    study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(storage, out_dir))
+    study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(resolve_storage(storage, out_dir)))
     spec = parse_study(study.user_attrs["spec"], default_name=meta["study_name"])
     return study, spec
 
@@ -81,29 +76,10 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-@contextmanager
-def _exclusive(out_dir: Path):
-    """One driver per output directory: a second one would fail the first one's running trials."""
-    with open(out_dir / ".driver.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError("out", f"another blis search is running on {out_dir}") from None
-        yield
-
-
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
     if spec.sampler == "nsgaii":
         return optuna.samplers.NSGAIISampler(seed=seed, **spec.sampler_options)
     return optuna.samplers.TPESampler(seed=seed, **spec.sampler_options)
-
-
-def is_interrupted(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == TrialState.FAIL and "error" not in t.user_attrs
-
-
-def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and not is_interrupted(t))
 
 
 def recover(study: optuna.Study) -> int:
@@ -127,60 +103,34 @@ def recover(study: optuna.Study) -> int:
     return n
 
 
-def _evaluate(objective, params: dict):
-    try:
-        return objective.evaluate(params)
-    except Exception as e:  # the trial fails, the study goes on
-        return TrialError(f"{type(e).__name__}: {e}")
+def _ensure_baseline(study: optuna.Study, spec: StudySpec) -> None:
+    """Enqueue the baseline unless it completed or is queued: a failed baseline is retried."""
+    if not spec.baseline:
+        return
+    live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+    if not any(t.user_attrs.get("baseline") and t.state in live for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(spec.baseline, user_attrs={"baseline": True})
 
 
 def _params_key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def _start_ray(workers: int, address: str | None) -> bool:
-    """Start (or join) Ray quietly unless the caller already did; True when we own it."""
-    import ray
+@contextmanager
+def _signals_stop():
+    """SIGINT/SIGTERM set a flag the loop polls (a signal raised inside a Ray call can crash Ray)."""
+    caught: list[int] = []
 
-    if ray.is_initialized():
-        return False
-    import blis
-    import objectives
-    import search
+    def handler(signum, frame):
+        caught.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second signal of the kind stops at once
 
-    packages = [Path(m.__file__).parent for m in (blis, objectives, search)]
-    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    if address:
-        ray.init(address=address, runtime_env={"py_modules": [str(p) for p in packages]}, **quiet)
-    else:
-        path = os.pathsep.join(dict.fromkeys([str(p.parent) for p in packages] + [os.environ.get("PYTHONPATH", "")]))
-        # address="local": always a private instance, even when another local Ray cluster runs
-        ray.init(address="local", num_cpus=workers, runtime_env={"env_vars": {"PYTHONPATH": path.strip(os.pathsep)}}, **quiet)
-    return True
-
-
-class _Progress:
-    """tqdm bar over the budget: done / failed / current front size, with tqdm's ETA."""
-
-    def __init__(self, study: optuna.Study, budget: int, done: int, enabled: bool, name: str):
-        from tqdm import tqdm
-
-        self.study = study
-        self.bar = tqdm(total=budget, initial=min(done, budget), disable=not enabled, desc=name, unit="trial", dynamic_ncols=True)
-        self.refresh()
-
-    def refresh(self, step: int = 0) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        self.bar.set_postfix(
-            ok=sum(t.state == TrialState.COMPLETE for t in trials),
-            failed=sum(t.state == TrialState.FAIL and not is_interrupted(t) for t in trials),
-            front=len(self.study.best_trials),
-            refresh=False,
-        )
-        self.bar.update(step)
-
-    def close(self) -> None:
-        self.bar.close()
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def run_search(
@@ -197,39 +147,38 @@ def run_search(
     progress: bool = True,
     report: bool = True,
 ) -> optuna.Study:
-    """Run (or resume) ``spec`` until ``trials`` trials have finished; return the study."""
+    """Run (or resume) ``spec`` until ``trials`` trials have finished; return the study.
+
+    Raises ``ConfigError`` (storage full, storage held by another driver, changed study file)
+    and ``Interrupted`` (SIGINT/SIGTERM; in-flight trials are marked for re-enqueueing).
+    """
     out = Path(out_dir) if out_dir else default_out_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
     budget = trials or spec.trials or DEFAULT_TRIALS
     timeout = trial_timeout or spec.trial_timeout
     seed = spec.seed if seed is None else seed
+    target = resolve_storage(storage, out)
     quiet_optuna()
-    with _exclusive(out):
-        if not storage:
-            # Only this driver can touch the default journal (it holds the directory lock), so a
-            # journal lock left by a SIGKILLed driver is stale: drop it instead of waiting out
-            # Optuna's 30 s grace period.
-            (out / (JOURNAL_NAME + ".lock")).unlink(missing_ok=True)
+    with driver_locks(target, out), space_errors(target):
         study = optuna.create_study(
-            storage=open_storage(storage, out), study_name=spec.name, directions=spec.directions, load_if_exists=True
+            storage=open_storage(target), study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
-        _check_same_study(study, spec, storage or str(out / JOURNAL_NAME))
-        where = storage if storage and "://" in storage else str(Path(storage).resolve()) if storage else JOURNAL_NAME
-        (out / META_NAME).write_text(json.dumps({"study_name": spec.name, "storage": where}, indent=2) + "\n")
+        _check_same_study(study, spec, target.where)
+        (out / META_NAME).write_text(json.dumps({"study_name": spec.name, "storage": target.where}, indent=2) + "\n")
         recover(study)
         existing = study.get_trials(deepcopy=False)
-        if spec.baseline and not any(t.user_attrs.get("baseline") for t in existing):
-            study.enqueue_trial(spec.baseline, user_attrs={"baseline": True})
+        _ensure_baseline(study, spec)
         # A resumed driver must not replay the first run's sampler stream (it would re-propose
         # the same points), so the sampler seed also depends on how many trials exist.
         study.sampler = make_sampler(spec, seed if not existing else zlib.crc32(f"{seed}:{len(existing)}".encode()))
-        owns_ray = _start_ray(workers or os.cpu_count() or 1, ray_address)
+        owns_ray = start_ray(workers or os.cpu_count() or 1, ray_address)
         try:
             import ray
 
             if workers is None:
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            _loop(study, spec, budget, workers, timeout, simulate, progress)
+            with _signals_stop() as caught:
+                _Loop(study, spec, budget, workers, timeout, simulate, progress, caught).run()
         finally:
             if owns_ray:
                 import ray
@@ -255,61 +204,104 @@ def _check_same_study(study: optuna.Study, spec: StudySpec, where: str) -> None:
         )
 
 
-def _loop(study, spec: StudySpec, budget: int, workers: int, timeout: float | None, simulate, progress: bool) -> None:
-    import ray
+class _Loop:
+    """The ask / evaluate / tell loop; every per-trial step is O(1) in the study's size."""
 
-    evaluate = ray.remote(num_cpus=1, max_retries=0)(_evaluate)
-    objective_ref = ray.put(spec.objective(simulate))
-    completed = {
-        _params_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    }
-    done = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
-    bar = _Progress(study, budget, done, progress, spec.name)
-    inflight: dict = {}
-    try:
-        while True:
-            while len(inflight) < workers and done + len(inflight) < budget:
-                trial = study.ask()
-                params = suggest(trial, spec.parameters)
-                twin = completed.get(_params_key(params))
-                if twin is not None:
-                    _tell_duplicate(study, trial, twin)
-                    done += 1
-                    bar.refresh(1)
+    def __init__(self, study, spec: StudySpec, budget: int, workers: int, timeout, simulate, progress: bool, caught: list):
+        import ray
+
+        self.ray = ray
+        self.study, self.spec, self.budget, self.workers, self.timeout = study, spec, budget, workers, timeout
+        self.caught = caught
+        self.evaluate = remote_evaluate()
+        self.objective_ref = ray.put(spec.objective(simulate))
+        trials = study.get_trials(deepcopy=False)
+        #: params key -> (trial number, completed?) of evaluated trials: the simulator is
+        #: deterministic, so a failure is as final as a result, except for a retried baseline
+        self.finished = {_params_key(t.params): (t.number, t.state == TrialState.COMPLETE) for t in trials
+                         if not is_duplicate(t) and (t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not is_interrupted(t)))}
+        self.done = sum(counts_toward_budget(t) for t in trials)
+        self.tally = Tally.of(study)
+        self.bar = Progress(self.tally, budget, self.done, progress, spec.name)
+        self.inflight: dict = {}  # ref -> (trial, params, retried)
+        self.running: dict = {}  # params key -> trial number, for in-flight duplicates
+        self.deadlines = Deadlines(timeout)
+
+    def run(self) -> None:
+        try:
+            while not self.caught:
+                self._fill()
+                if not self.inflight:
+                    break
+                self._collect()
+            if self.caught:
+                raise Interrupted(self.caught[0])
+        finally:
+            self._abandon()
+            self.bar.close()
+
+    def _fill(self) -> None:
+        while len(self.inflight) < self.workers and self.done + len(self.inflight) < self.budget and not self.caught:
+            trial = self.study.ask()
+            params = suggest(trial, self.spec.parameters)
+            key = _params_key(params)
+            twin, completed = self.finished.get(key, (self.running.get(key), True))
+            if twin is not None and (completed or not trial.user_attrs.get("baseline")):
+                self._tell_duplicate(trial, twin)
+                continue
+            self._submit(trial, params, None)
+
+    def _submit(self, trial, params: dict, retried: str | None) -> None:
+        ref = self.evaluate.remote(self.objective_ref, params, self.timeout)
+        self.inflight[ref] = (trial, params, retried)
+        self.running[_params_key(params)] = trial.number
+        self.deadlines.add(ref)
+
+    def _collect(self) -> None:
+        ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=self.deadlines.wait_s(_POLL_S))
+        for ref in list(self.inflight):
+            if ref in ready:
+                outcome = fetch(ref)
+            elif self.deadlines.expired(ref):
+                self.ray.cancel(ref, force=True)
+                outcome = TrialError(f"timed out after {self.timeout:g} s (the worker stopped answering and was cancelled)")
+            else:
+                continue
+            trial, params, retried = self.inflight.pop(ref)
+            self.deadlines.drop(ref)
+            if isinstance(outcome, SystemFault):
+                if retried is None:
+                    # A dead or OOM-killed worker says nothing about the parameters: try once more.
+                    trial.set_user_attr("retried_after", outcome.message)
+                    self._submit(trial, params, outcome.message)
                     continue
-                inflight[evaluate.remote(objective_ref, params)] = (trial, params, time.monotonic())
-            if not inflight:
-                break
-            wait = None
-            if timeout:
-                wait = max(0.05, min(start + timeout for _, _, start in inflight.values()) - time.monotonic())
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=wait)
-            now = time.monotonic()
-            for ref in list(inflight):
-                trial, params, start = inflight[ref]
-                if ref in ready:
-                    outcome = _fetch(ray, ref)
-                elif timeout and now - start >= timeout:
-                    ray.cancel(ref, force=True)
-                    outcome = TrialError(f"timed out after {timeout:g} s")
-                else:
-                    continue
-                del inflight[ref]
-                if _tell(study, trial, outcome):
-                    completed[_params_key(params)] = study.get_trials(deepcopy=False)[trial.number]
-                done += 1
-                bar.refresh(1)
-    finally:
-        for ref in inflight:
-            ray.cancel(ref, force=True)
-        bar.close()
+                outcome = TrialError(f"{outcome.message} (also on retry)")
+            key = _params_key(params)
+            del self.running[key]
+            completed = _tell(self.study, trial, outcome)
+            self.finished[key] = (trial.number, completed)
+            if completed:
+                self.tally.add_complete(trial.number, outcome.values, outcome.constraints)
+            else:
+                self.tally.failed += 1
+            self.done += 1
+            self.bar.refresh(1)
 
+    def _tell_duplicate(self, trial, twin: int) -> None:
+        trial.set_user_attr("duplicate_of", twin)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.tally.duplicates += 1
+        self.bar.refresh()
 
-def _fetch(ray, ref):
-    try:
-        return ray.get(ref)
-    except Exception as e:  # worker crash, OOM kill, ...
-        return TrialError(f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}")
+    def _abandon(self) -> None:
+        """Cancel what is still in flight and mark it interrupted, so a resume re-runs it."""
+        for ref, (trial, _, _) in self.inflight.items():
+            self.ray.cancel(ref, force=True)
+            try:
+                self.study.tell(trial, state=TrialState.FAIL)
+            except OSError:  # storage full: the trial stays RUNNING, which a resume recovers too
+                pass
+        self.inflight.clear()
 
 
 def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
@@ -328,14 +320,3 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
     trial.set_user_attr("seconds", round(outcome.seconds, 3))
     study.tell(trial, outcome.values)
     return True
-
-
-def _tell_duplicate(study: optuna.Study, trial: optuna.trial.Trial, twin: optuna.trial.FrozenTrial) -> None:
-    """Same params as a completed trial: the simulator is deterministic, so reuse its result."""
-    for name, violation in twin.constraints.items():
-        trial.set_constraint(name, violation)
-    for key in ("metrics", "spread"):
-        if key in twin.user_attrs:
-            trial.set_user_attr(key, twin.user_attrs[key])
-    trial.set_user_attr("duplicate_of", twin.number)
-    study.tell(trial, twin.values)

@@ -1,0 +1,126 @@
+"""Ray workers for trials: starting Ray, the trial task, honest timeouts, fault classification.
+
+The per-trial timeout is enforced inside the worker with an interval timer started when the
+trial begins executing, so it measures the trial and nothing else: not the queue, not the start
+of a replacement worker after an earlier cancellation. The driver keeps a generous backstop for
+a worker that no longer answers at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: extra seconds the driver grants beyond the in-worker timeout before it cancels the task
+BACKSTOP_GRACE_S = 60.0
+
+
+@dataclass
+class TrialError:
+    """What a worker returns instead of an Evaluation when the simulation raised or timed out."""
+
+    message: str
+
+
+@dataclass
+class SystemFault:
+    """The worker itself failed (died, OOM-killed, node lost): the trial may be retried."""
+
+    message: str
+
+
+class _TrialTimeout(BaseException):
+    """Raised by the timer inside a trial; a BaseException so simulator code cannot swallow it."""
+
+
+def evaluate(objective, params: dict, timeout: float | None):
+    """Run one trial in this (worker) process; never raises for what the trial itself did."""
+    timed = bool(timeout) and threading.current_thread() is threading.main_thread()
+    if timed:
+        def expire(signum, frame):
+            raise _TrialTimeout
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return objective.evaluate(params)
+    except _TrialTimeout:
+        return TrialError(f"timed out after {timeout:g} s")
+    except Exception as e:  # the trial fails, the study goes on
+        return TrialError(f"{type(e).__name__}: {e}")
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def start_ray(workers: int, address: str | None) -> bool:
+    """Start (or join) Ray quietly unless the caller already did; True when we own it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    import blis
+    import objectives
+    import search
+
+    packages = [Path(m.__file__).parent for m in (blis, objectives, search)]
+    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # Ray's processes inherit an ignored SIGINT, so a Ctrl-C in the terminal (sent to the whole
+    # process group) reaches only the driver, which then shuts Ray down in order.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if address:
+            ray.init(address=address, runtime_env={"py_modules": [str(p) for p in packages]}, **quiet)
+        else:
+            path = os.pathsep.join(dict.fromkeys([str(p.parent) for p in packages] + [os.environ.get("PYTHONPATH", "")]))
+            # address="local": always a private instance, even when another local Ray cluster runs
+            ray.init(address="local", num_cpus=workers, runtime_env={"env_vars": {"PYTHONPATH": path.strip(os.pathsep)}}, **quiet)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return True
+
+
+def remote_evaluate():
+    import ray
+
+    # max_retries=0: the driver retries system faults itself, once, and records it on the trial
+    return ray.remote(num_cpus=1, max_retries=0)(evaluate)
+
+
+def fetch(ref):
+    """The trial's outcome, or a SystemFault when the worker could not deliver one."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except Exception as e:  # worker crash, OOM kill, node death, ...
+        text = str(e).strip()
+        return SystemFault(f"{type(e).__name__}: {text.splitlines()[-1] if text else repr(e)}")
+
+
+class Deadlines:
+    """Driver-side backstop: a task that has not answered long after its timeout is cancelled."""
+
+    def __init__(self, timeout: float | None):
+        self.limit = timeout + max(BACKSTOP_GRACE_S, timeout) if timeout else None
+        self.started: dict = {}
+
+    def add(self, ref) -> None:
+        self.started[ref] = time.monotonic()
+
+    def drop(self, ref) -> None:
+        self.started.pop(ref, None)
+
+    def wait_s(self, cap: float) -> float:
+        if not self.limit or not self.started:
+            return cap
+        return max(0.05, min(cap, min(self.started.values()) + self.limit - time.monotonic()))
+
+    def expired(self, ref) -> bool:
+        return bool(self.limit) and time.monotonic() - self.started[ref] >= self.limit
