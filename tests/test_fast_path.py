@@ -130,6 +130,8 @@ def _run(opts: dict, monkeypatch, reference: bool, capped: bool = False):
 
 
 def _observable(res) -> dict:
+    for inst in res.sim.instances:  # pending decode-block hashes: the map eager hashing builds
+        inst.kv.materialize_all()
     reqs = {}
     for r in res.sim.routed.values():
         reqs[r.id] = (r.state, r.progress_index, r.computed_tokens, r.first_token_time,
@@ -137,8 +139,8 @@ def _observable(res) -> dict:
     return {"stdout": res.render_stdout(), "dict": json.dumps(res.to_dict(), sort_keys=True),
             "rows": res.request_rows(), "trace": trace_rows_from_requests(res.sim.arrived),
             "requests": reqs, "steps": [i.step_count for i in res.sim.instances],
-            "kv": [(i.kv.cache_hits, i.kv.cache_misses, len(i.kv.hash_to_block),
-                    i.kv.free_block_count) for i in res.sim.instances]}
+            "kv": [(i.kv.cache_hits, i.kv.cache_misses, dict(i.kv.hash_to_block),
+                    list(i.kv.block_hash), list(i.kv.free)) for i in res.sim.instances]}
 
 
 def _lazy_steps_taken(res) -> int:
