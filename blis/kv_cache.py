@@ -352,12 +352,18 @@ class KVCache:
         rid = req.id
         owned = self.request_blocks[rid]
         k = len(owned) - 1
-        self.block_fill[owned[k]] = self.block_size
+        b = owned[k]
+        self.block_fill[b] = self.block_size
         if self.lazy_hashes:
-            self._decode_filled(req, owned)
+            ch = self.req_chain.get(rid)
+            if ch is None:
+                self._decode_filled(req, owned)
+            else:  # the common case, as in _decode_filled
+                ch.blocks.append(b)
+                self.block_chain[b] = ch
             return
         prev = (self.block_hash[owned[k - 1]] if k else b"") or b""
-        self._publish(owned[k], self._hash_of(req, k, prev), prev)
+        self._publish(b, self._hash_of(req, k, prev), prev)
 
     def last_fill(self, req) -> int:
         owned = self.request_blocks[req.id]
