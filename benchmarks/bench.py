@@ -5,12 +5,17 @@ distribution):
   a  10,000 requests at 100 req/s   (busy, not overloaded)
   b  10,000 requests at 500 req/s   (overloaded)
   c  100,000 requests at 100 req/s  (long run)
+  d  a with --prefix-tokens 512     (shared prefixes: cache hits, prefix-scorer hashing)
+  e  a with --latency-model roofline --hardware H100 --tp 1
+  f  5,000 requests at 100 req/s with --total-kv-blocks 3000 (KV pressure, preemptions)
+  g  the README quickstart (100 requests) as a whole `blis run` process: start-up included
 By default routing signals are fresh (--snapshot-refresh-interval 0 --cache-signal-delay 0,
 as in the Go reference figures); ``--default-flags`` also runs each workload with the CLI's
 default signal delays. Each run is a fresh subprocess, so peak memory (ru_maxrss) is its own;
-the time covers workload generation, simulation and formatting the stdout report.
+for a-f the time covers workload generation, simulation and formatting the stdout report,
+"events" counts the events pushed into the cluster heap.
 
-    python benchmarks/bench.py            # a, b, c
+    python benchmarks/bench.py            # a-g
     python benchmarks/bench.py --quick    # 1/10 of the requests, for a smoke check
     python benchmarks/bench.py --only a --default-flags --reference
 """
@@ -25,7 +30,15 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = {"a": (10_000, 100.0), "b": (10_000, 500.0), "c": (100_000, 100.0)}
+WORKLOADS = {
+    "a": (10_000, 100.0, {}), "b": (10_000, 500.0, {}), "c": (100_000, 100.0, {}),
+    "d": (10_000, 100.0, {"prefix_tokens": 512}),
+    "e": (10_000, 100.0, {"latency_model": "roofline", "hardware": "H100", "tp": 1}),
+    "f": (5_000, 100.0, {"total_kv_blocks": 3000}),
+    "g": (100, None, {}),
+}
+QUICKSTART = ["run", "--model", "qwen/qwen2.5-7b-instruct", "--num-instances", "4",
+              "--routing-policy", "weighted"]
 BASE = {"model": "qwen/qwen2.5-7b-instruct", "num_instances": 4, "routing_policy": "weighted"}
 FRESH = {"snapshot_refresh_interval": 0, "cache_signal_delay": 0}
 
@@ -46,18 +59,40 @@ def child(spec: dict) -> None:
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"wall_s": wall, "completed": res.cluster["completed_requests"],
-                      "peak_mib": peak}))
+                      "peak_mib": peak, "events": res.sim.seq}))
 
 
-def run_one(name: str, n: int, rate: float, fresh: bool, reference: bool) -> dict:
-    spec = dict(BASE, rate=rate, num_requests=n, **(FRESH if fresh else {}))
+def run_quickstart(fresh: bool, env: dict) -> dict:
+    """Workload g: the whole ``blis run`` process, interpreter start-up and imports included."""
+    argv = QUICKSTART + (["--snapshot-refresh-interval", "0", "--cache-signal-delay", "0"]
+                         if fresh else [])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from blis.cli import main; "
+                             "sys.exit(main(sys.argv[1:]))", *argv], env=env,
+                            stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"quickstart failed with exit code {proc.returncode}")
+    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "events": None}
+
+
+def run_one(name: str, fresh: bool, reference: bool, quick: bool) -> dict:
+    n, rate, extra = WORKLOADS[name]
     env = dict(os.environ)
     env.pop("BLIS_REFERENCE_STEPS", None)
     if reference:
         env["BLIS_REFERENCE_STEPS"] = "1"
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    m = json.loads(out.strip().splitlines()[-1])
+    if name == "g":
+        m = run_quickstart(fresh, env)
+    else:
+        if quick:
+            n //= 10
+        spec = dict(BASE, rate=rate, num_requests=n, **extra, **(FRESH if fresh else {}))
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        m = json.loads(out.strip().splitlines()[-1])
     m.update(name=name, n=n, rate=rate, flags="delay 0" if fresh else "default")
     return m
 
@@ -65,7 +100,7 @@ def run_one(name: str, n: int, rate: float, fresh: bool, reference: bool) -> dic
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="run 1/10 of each workload's requests")
-    ap.add_argument("--only", default="abc", help="workloads to run, e.g. 'ab' (default abc)")
+    ap.add_argument("--only", default="abcdefg", help="workloads to run, e.g. 'ab' (default a-g)")
     ap.add_argument("--default-flags", action="store_true",
                     help="also run each workload with the default routing-signal delays")
     ap.add_argument("--reference", action="store_true",
@@ -77,17 +112,16 @@ def main(argv=None) -> int:
         child(json.loads(ns.child))
         return 0
     rows = []
-    print(f"{'workload':<10}{'flags':<9}{'requests':>9}{'rate':>6}{'wall s':>9}"
-          f"{'req/s':>9}{'peak MiB':>10}")
+    print(f"{'workload':<10}{'flags':<9}{'requests':>9}{'wall s':>9}{'req/s':>9}"
+          f"{'events':>10}{'us/event':>10}{'peak MiB':>10}")
     for name in ns.only:
-        n, rate = WORKLOADS[name]
-        if ns.quick:
-            n //= 10
         for fresh in ((True, False) if ns.default_flags else (True,)):
-            m = run_one(name, n, rate, fresh, ns.reference)
+            m = run_one(name, fresh, ns.reference, ns.quick)
             rows.append(m)
-            print(f"{name:<10}{m['flags']:<9}{n:>9}{rate:>6.0f}{m['wall_s']:>9.2f}"
-                  f"{n / m['wall_s']:>9.0f}{m['peak_mib']:>10.0f}", flush=True)
+            n, ev = m["n"], m["events"]
+            per_ev = f"{m['wall_s'] / ev * 1e6:>10.1f}" if ev else f"{'':>10}"
+            print(f"{name:<10}{m['flags']:<9}{n:>9}{m['wall_s']:>9.2f}{n / m['wall_s']:>9.0f}"
+                  f"{ev or '':>10}{per_ev}{m['peak_mib']:>10.0f}", flush=True)
     if ns.json:
         print(json.dumps(rows))
     return 0

@@ -134,7 +134,7 @@ class ClusterSimulator:
         if self.cache_delay > 0 and self.clock - self._cache_time >= self.cache_delay:
             self._cache_time = self.clock
             for inst in self.instances:  # from now on: the live map seen through a journal
-                inst.kv.journal = {}
+                inst.kv.start_journal()
                 self._cache_maps[inst.index] = None
         want = req.model.lower() if req.model else ""
         snaps = [self._snapshot(inst) for inst in (self.route_pool if pool is None else pool)
@@ -151,13 +151,15 @@ class ClusterSimulator:
             else:  # no refresh yet
                 h2b = self._cache_maps[index]
         n = 0
+        prev = b""
         for h in req.block_hashes(self.deployment.block_size):
             if journal and h in journal:
                 if not journal[h]:
                     break
-            elif h not in h2b:
+            elif h not in h2b and not (kv.reveal(prev) and h in h2b):
                 break
             n += 1
+            prev = h
         return n
 
     # ---- bookkeeping callbacks -------------------------------------------------------------

@@ -92,7 +92,9 @@ class Instance:
         self.src = index + 1
         self.deployment = deployment
         self.latency = deployment.latency
-        self.kv = KVCache(deployment.total_kv_blocks, deployment.block_size)
+        reference = os.environ.get("BLIS_REFERENCE_STEPS") == "1"
+        self.kv = KVCache(deployment.total_kv_blocks, deployment.block_size,
+                          lazy_hashes=not reference and engine_cfg.kv_cpu_blocks <= 0)
         self.max_num_seqs = engine_cfg.max_num_seqs
         self.max_num_batched_tokens = engine_cfg.max_num_batched_tokens
         self.long_prefill_threshold = engine_cfg.long_prefill_token_threshold
@@ -112,8 +114,7 @@ class Instance:
         self.former = BatchFormer(self)
         self.alpha2 = self.latency.output_token_processing_time()
         self.alpha1pd = self.latency.post_decode_fixed_overhead()
-        self.lazy_time = (None if os.environ.get("BLIS_REFERENCE_STEPS") == "1"
-                          else self.latency.step_time_with_decodes)
+        self.lazy_time = None if reference else self.latency.step_time_with_decodes
         self.n_lazy = 0
         self.ctx_lazy = 0  # summed progress of the lazy decoders as of the next step
         self.itl_log: list[int] = []  # ITL value of step log_base + i

@@ -3,6 +3,18 @@
 Blocks released by a request keep their hash on the free list, so a later request (or the same
 request after preemption) can claim them again until they are popped for reuse. Allocation is
 check-then-act: a refused allocation leaves no partial state (INV-4).
+
+Lazy hashes of decode-filled blocks (``lazy_hashes=True``). A block that a decode token
+completes holds output tokens, so a lookup can only reach it through the exact prefix before it
+(its *parent* hash), and only a block published under the same parent can share its hash. When
+no block mapped in ``hash_to_block`` has that parent, the block joins the request's *pending
+chain* (parent hash + consecutive decode-filled blocks) instead of being hashed. A chain is
+hashed and published, in order, only when something could observe it: a prefix lookup that
+matched its parent and misses the next block, a publish under its parent, a second chain under
+the same parent, or the start of a cache-signal journal. A chain block popped for reuse (the
+deepest first, as released) simply leaves the chain, as its hash would have left the map.
+Until then nothing observable differs from hashing at fill time; ``materialize_all`` gives
+exactly the eager map (the differential tests compare it).
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from blis.request import hash_block
 class KVCache:
     """Per-instance cache of ``total_blocks`` blocks of ``block_size`` tokens."""
 
-    def __init__(self, total_blocks: int, block_size: int):
+    def __init__(self, total_blocks: int, block_size: int, lazy_hashes: bool = False):
         self.total_blocks = int(total_blocks)
         self.block_size = int(block_size)
         self.ref_count = [0] * self.total_blocks
@@ -34,6 +46,14 @@ class KVCache:
         # The router's delayed prefix-cache view is the live map corrected by this journal, so a
         # cache-signal refresh costs O(1) instead of a copy of the whole map.
         self.journal: dict[bytes, bool] | None = None
+        self.lazy_hashes = lazy_hashes
+        if lazy_hashes:
+            self.block_parent: list[bytes | None] = [None] * self.total_blocks
+            self.children: dict[bytes, int] = {}  # parent hash -> mapped hashes under it
+            self.block_chain: list[_Chain | None] = [None] * self.total_blocks
+            self.pending: dict[bytes, _Chain] = {}  # parent hash -> pending chain
+            self.req_chain: dict[str, _Chain] = {}  # request id -> its growing pending chain
+            self.chains_made = 0
 
     # ---- queries -------------------------------------------------------------------------
     @property
@@ -62,12 +82,28 @@ class KVCache:
         """Block ids of the longest cached full-block prefix of ``req``'s input (pure query)."""
         h2b = self.hash_to_block
         out = []
+        prev = b""
         for h in req.block_hashes(self.block_size):
             b = h2b.get(h)
             if b is None:
-                break
+                if not self.reveal(prev):
+                    break
+                b = h2b.get(h)
+                if b is None:
+                    break
             out.append(b)
+            prev = h
         return out
+
+    def reveal(self, parent: bytes) -> bool:
+        """A lookup matched ``parent`` and missed the next hash: publish the pending chain under
+        ``parent`` (if any) so the lookup sees the map hashing at fill time would have built."""
+        if self.lazy_hashes:
+            ch = self.pending.get(parent)
+            if ch is not None:
+                self._materialize(ch)
+                return True
+        return False
 
     # ---- mutation ------------------------------------------------------------------------
     def allocate(self, req, start: int, end: int, cached: list[int] | None = None) -> bool:
@@ -131,7 +167,10 @@ class KVCache:
                 fill[last] += take
                 pos = take
                 if fill[last] == bs:
-                    self._register(req, owned, len(owned) - 1)
+                    if prefill or not self.lazy_hashes:
+                        self._register(req, owned, len(owned) - 1)
+                    else:
+                        self._decode_filled(req, owned)
         while pos < n:
             b = self._pop_free()
             take = n - pos if n - pos < bs else bs
@@ -153,7 +192,16 @@ class KVCache:
                     j[old] = True
                 del self.hash_to_block[old]
                 self.mutations += 1
+                if self.lazy_hashes:
+                    p = self.block_parent[b]
+                    c = self.children[p] - 1
+                    if c:
+                        self.children[p] = c
+                    else:
+                        del self.children[p]
             self.block_hash[b] = None
+        elif self.lazy_hashes and self.block_chain[b] is not None:
+            self._unchain(b)
         self.cache_misses += 1
         return b
 
@@ -168,20 +216,127 @@ class KVCache:
         base = self.request_base[req.id]
         a = base + k * bs
         if base == 0 and a + bs <= req.input_len:
-            h = req.block_hashes(bs)[k]
+            hashes = req.block_hashes(bs)
+            h = hashes[k]
+            prev = hashes[k - 1] if k > 0 else b""
         else:
-            prev = self.block_hash[owned[k - 1]] if k > 0 else b""
-            h = hash_block(prev or b"", req.tokens_between(a, a + bs))
-        self._publish(b, h)
+            if self.lazy_hashes and req.id in self.req_chain:
+                self._materialize(self.req_chain[req.id])
+            prev = (self.block_hash[owned[k - 1]] if k > 0 else b"") or b""
+            h = hash_block(prev, req.tokens_between(a, a + bs))
+        if self.lazy_hashes:
+            ch = self.pending.get(prev)
+            if ch is not None:
+                self._materialize(ch)
+        self._publish(b, h, prev)
 
-    def _publish(self, b: int, h: bytes) -> None:
+    def _publish(self, b: int, h: bytes, parent: bytes) -> None:
         """Make full block ``b`` findable by its prefix hash ``h`` (journaled for the router)."""
         self.block_hash[b] = h
         j = self.journal
+        h2b = self.hash_to_block
         if j is not None and h not in j:
-            j[h] = h in self.hash_to_block
-        self.hash_to_block[h] = b
+            j[h] = h in h2b
+        if self.lazy_hashes:
+            if h not in h2b:
+                self.children[parent] = self.children.get(parent, 0) + 1
+            self.block_parent[b] = parent
+        h2b[h] = b
         self.mutations += 1
+
+    # ---- pending chains (module docstring) -----------------------------------------------
+    def _decode_filled(self, req, owned: list[int]) -> None:
+        """A decode token completed ``owned[-1]``: extend or start the request's pending chain,
+        or hash it now when a block under the same parent could share its hash."""
+        rid = req.id
+        b = owned[-1]
+        ch = self.req_chain.get(rid)
+        if ch is not None:
+            ch.blocks.append(b)
+            self.block_chain[b] = ch
+            return
+        k = len(owned) - 1
+        prev = (self.block_hash[owned[k - 1]] if k else b"") or b""
+        other = self.pending.get(prev)
+        if other is not None:
+            self._materialize(other)
+        if prev in self.children:
+            self._publish(b, self._hash_of(req, k, prev), prev)
+            return
+        self.chains_made += 1
+        ch = _Chain(prev, b, req, self.request_base[rid] + k * self.block_size, self.chains_made)
+        self.pending[prev] = ch
+        self.req_chain[rid] = ch
+        self.block_chain[b] = ch
+
+    def _hash_of(self, req, k: int, prev: bytes) -> bytes:
+        """Hash of the request's full block ``k`` chained from ``prev`` (= ``hash_block``)."""
+        bs = self.block_size
+        a = self.request_base[req.id] + k * bs - req.input_len
+        if a >= 0:
+            data = req.output_tokens[a:a + bs].tobytes()
+        else:
+            data = req.tokens_between(a + req.input_len, a + req.input_len + bs).tobytes()
+        return blake2b(prev + data, digest_size=16).digest()
+
+    def _materialize(self, ch) -> None:
+        """Hash and publish chain ``ch`` in fill order; it stops being pending."""
+        del self.pending[ch.parent]
+        src = ch.src
+        n = len(ch.blocks)
+        step = self.block_size * 4  # int32 token bytes per block
+        if isinstance(src, bytes):
+            data = src
+        else:
+            self.req_chain.pop(src.id, None)
+            data = src.tokens_between(ch.start, ch.start + n * self.block_size).tobytes()
+        prev = ch.parent
+        chain = self.block_chain
+        for i, b in enumerate(ch.blocks):
+            chain[b] = None
+            h = blake2b(prev + data[i * step:(i + 1) * step], digest_size=16).digest()
+            self._publish(b, h, prev)
+            prev = h
+
+    def _detach(self, req) -> None:
+        """``req`` releases its blocks: its pending chain keeps a copy of its tokens."""
+        ch = self.req_chain.pop(req.id)
+        ch.src = req.tokens_between(ch.start, ch.start + len(ch.blocks) * self.block_size).tobytes()
+
+    def _unchain(self, b: int) -> None:
+        """Pending block ``b`` is popped for reuse: it leaves its chain (its hash would have
+        left the map now). Chains are popped deepest first; anything else is published first."""
+        ch = self.block_chain[b]
+        if ch.blocks[-1] != b or not isinstance(ch.src, bytes):
+            self._materialize(ch)
+            old = self.block_hash[b]
+            if self.hash_to_block.get(old) == b:
+                del self.hash_to_block[old]
+                p = self.block_parent[b]
+                c = self.children[p] - 1
+                if c:
+                    self.children[p] = c
+                else:
+                    del self.children[p]
+            self.block_hash[b] = None
+            return
+        self.block_chain[b] = None
+        ch.blocks.pop()
+        if not ch.blocks:
+            del self.pending[ch.parent]
+
+    def materialize_all(self) -> None:
+        """Publish every pending chain (oldest first): the map hashing at fill time builds."""
+        if self.lazy_hashes:
+            for ch in sorted(self.pending.values(), key=lambda c: c.seq):
+                self._materialize(ch)
+
+    def start_journal(self) -> None:
+        """The router's delayed prefix view starts now: it sees the live map through a journal,
+        so from here on every hash is published when its block fills."""
+        self.materialize_all()
+        self.lazy_hashes = False
+        self.journal = {}
 
     # ---- decode steps the engine advances without materialising every token ---------------
     def decode_pop(self, req) -> None:
@@ -198,16 +353,17 @@ class KVCache:
         owned = self.request_blocks[rid]
         k = len(owned) - 1
         b = owned[k]
-        bs = self.block_size
-        self.block_fill[b] = bs
-        a = self.request_base[rid] + k * bs - req.input_len
-        prev = self.block_hash[owned[k - 1]] if k else b""
-        if a >= 0:
-            data = req.output_tokens[a:a + bs].tobytes()
-        else:
-            data = req.tokens_between(a + req.input_len, a + req.input_len + bs).tobytes()
-        h = blake2b((prev or b"") + data, digest_size=16).digest()  # = hash_block, inlined
-        self._publish(b, h)
+        self.block_fill[b] = self.block_size
+        if self.lazy_hashes:
+            ch = self.req_chain.get(rid)
+            if ch is None:
+                self._decode_filled(req, owned)
+            else:  # the common case, as in _decode_filled
+                ch.blocks.append(b)
+                self.block_chain[b] = ch
+            return
+        prev = (self.block_hash[owned[k - 1]] if k else b"") or b""
+        self._publish(b, self._hash_of(req, k, prev), prev)
 
     def last_fill(self, req) -> int:
         owned = self.request_blocks[req.id]
@@ -220,6 +376,8 @@ class KVCache:
 
     def release(self, req) -> None:
         """Drop ``req``'s references, deepest block first, so shared prefixes are evicted last."""
+        if self.lazy_hashes and req.id in self.req_chain:
+            self._detach(req)
         owned = self.request_blocks.pop(req.id, None)
         self.request_base.pop(req.id, None)
         if not owned:
@@ -236,3 +394,17 @@ class KVCache:
         in_use = sum(1 for c in self.ref_count if c > 0)
         return in_use + len(self.free) == self.total_blocks and all(
             self.ref_count[b] == 0 for b in self.free)
+
+
+class _Chain:
+    """Pending decode-filled blocks of one request, in sequence order from ``start``; ``src`` is
+    the request while it holds them, then a copy of their tokens."""
+
+    __slots__ = ("parent", "blocks", "src", "start", "seq")
+
+    def __init__(self, parent: bytes, first: int, req, start: int, seq: int):
+        self.seq = seq
+        self.parent = parent
+        self.blocks = [first]
+        self.src = req
+        self.start = start

@@ -63,6 +63,67 @@ def random_options(seed: int) -> dict:
     if rng.random() < 0.15:
         opts["latency_model"] = "roofline"
         opts["hardware"], opts["tp"] = "H100", 1
+    if "total_kv_blocks" not in opts and opts["block_size_in_tokens"] < 16:
+        # room for the whole workload at once (no KV pressure), without the default cache's
+        # million tiny blocks per instance
+        bs = opts["block_size_in_tokens"]
+        longest = opts["prompt_tokens"] + opts["prefix_tokens"] + opts["output_tokens"] + 6 * stdev
+        opts["total_kv_blocks"] = opts["num_requests"] * -(-longest // bs) + 16
+    return opts
+
+
+KINDS = ("roofline", "kv_pressure", "preemption", "chunked_prefill")
+
+
+def small_options(seed: int, kind: str) -> dict:
+    """A small random configuration (tens of requests) aimed at one engine regime."""
+    rng = np.random.default_rng(53_000 + 1000 * KINDS.index(kind) + seed)
+    bs = int(rng.choice([16, 16, 4, 7, 1]))
+    opts = {
+        "model": MODEL, "seed": int(rng.integers(1, 10_000)),
+        "num_instances": int(rng.integers(1, 3)),
+        "rate": float(rng.choice([20, 100, 400])),
+        "num_requests": int(rng.integers(12, 45)),
+        "prompt_tokens": int(rng.integers(8, 400)),
+        "output_tokens": int(rng.integers(1, 150)),
+        "prefix_tokens": int(rng.choice([0, 0, 32, 128])),
+        "block_size_in_tokens": bs,
+        "max_num_seqs": int(rng.choice([4, 16, 64, 256])),
+        "max_num_batched_tokens": int(rng.choice([64, 512, 2048, 2048])),
+        "routing_policy": str(rng.choice(["round-robin", "least-loaded", "weighted"])),
+        "scheduler": str(rng.choice(["fcfs", "fcfs", "priority-fcfs", "sjf"])),
+        "preemption_policy": str(rng.choice(["fcfs", "priority"])),
+        "snapshot_refresh_interval": int(rng.choice([0, 0, 20_000])),
+        "cache_signal_delay": int(rng.choice([0, 0, 20_000])),
+    }
+    stdev = int(rng.choice([0, 40]))
+    opts["prompt_tokens_stdev"] = min(stdev, opts["prompt_tokens"])
+    opts["output_tokens_stdev"] = min(stdev, opts["output_tokens"])
+    opts["prompt_tokens_min"] = opts["output_tokens_min"] = 1
+    longest = opts["prompt_tokens"] + opts["prefix_tokens"] + opts["output_tokens"] + 6 * stdev
+    need = -(-longest // bs) + 2
+    opts["total_kv_blocks"] = opts["num_requests"] * need + 16  # no pressure unless set below
+    if kind == "roofline":
+        opts["latency_model"] = "roofline"
+        opts["hardware"], opts["tp"] = str(rng.choice(["H100", "A100-80"])), int(rng.choice([1, 2]))
+        if rng.random() < 0.3:
+            opts["total_kv_blocks"] = int(need + rng.integers(0, 60))
+    elif kind == "kv_pressure":  # blocks run short: bail-outs to the reference step, HOL waits
+        opts["total_kv_blocks"] = int(need + rng.integers(0, 4 * need))
+    elif kind == "preemption":  # busy and tight: decode growth evicts the batch tail
+        opts.update(rate=float(rng.choice([200, 600])), max_num_seqs=int(rng.choice([64, 256])),
+                    max_num_batched_tokens=2048, output_tokens=int(rng.integers(60, 200)))
+        longest = opts["prompt_tokens"] + opts["prefix_tokens"] + opts["output_tokens"] + 6 * stdev
+        need = -(-longest // bs) + 2
+        opts["total_kv_blocks"] = int(need + rng.integers(need, 3 * need))
+    else:  # continuing chunked prefills next to lazy decoders
+        opts.update(prompt_tokens=int(rng.integers(150, 900)),
+                    long_prefill_token_threshold=int(rng.choice([16, 64, 128, 0])),
+                    max_num_batched_tokens=int(rng.choice([32, 128, 256, 512])))
+        longest = opts["prompt_tokens"] + opts["prefix_tokens"] + opts["output_tokens"] + 6 * stdev
+        opts["total_kv_blocks"] = opts["num_requests"] * (-(-longest // bs) + 2) + 16
+    if rng.random() < 0.2:
+        opts["timeout"] = float(rng.choice([0.3, 1.0]))
     return opts
 
 
@@ -130,6 +191,8 @@ def _run(opts: dict, monkeypatch, reference: bool, capped: bool = False):
 
 
 def _observable(res) -> dict:
+    for inst in res.sim.instances:  # pending decode-block hashes: the map eager hashing builds
+        inst.kv.materialize_all()
     reqs = {}
     for r in res.sim.routed.values():
         reqs[r.id] = (r.state, r.progress_index, r.computed_tokens, r.first_token_time,
@@ -137,8 +200,8 @@ def _observable(res) -> dict:
     return {"stdout": res.render_stdout(), "dict": json.dumps(res.to_dict(), sort_keys=True),
             "rows": res.request_rows(), "trace": trace_rows_from_requests(res.sim.arrived),
             "requests": reqs, "steps": [i.step_count for i in res.sim.instances],
-            "kv": [(i.kv.cache_hits, i.kv.cache_misses, len(i.kv.hash_to_block),
-                    i.kv.free_block_count) for i in res.sim.instances]}
+            "kv": [(i.kv.cache_hits, i.kv.cache_misses, dict(i.kv.hash_to_block),
+                    list(i.kv.block_hash), list(i.kv.free)) for i in res.sim.instances]}
 
 
 def _lazy_steps_taken(res) -> int:
@@ -181,6 +244,36 @@ def test_lazy_path_matches_reference_with_pd_disaggregation(seed, monkeypatch):
 @pytest.mark.parametrize("name", sorted(HAND_PICKED))
 def test_lazy_path_matches_reference_on_hand_picked_configs(name, monkeypatch):
     assert _compare(HAND_PICKED[name], monkeypatch) > 0  # the lazy path really ran
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lazy_path_matches_reference_per_regime(kind, monkeypatch):
+    """60 small random configurations of each regime, byte-identical on both engine paths."""
+    for seed in range(60):
+        opts = small_options(seed, kind)
+        try:
+            _compare(opts, monkeypatch)
+        except AssertionError as e:
+            raise AssertionError(f"{kind} seed {seed}: {e}") from None
+
+
+def test_regimes_really_happen(monkeypatch):
+    """Each regime's configurations exercise what they are named for, on the lazy path."""
+    monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)
+    seen = {}
+    for kind in KINDS:
+        lazy = preempted = chunked = 0
+        for seed in range(0, 60, 5):
+            res = run_simulation(build_config(small_options(seed, kind)))
+            lazy += _lazy_steps_taken(res) > 0
+            preempted += sum(i.stats.preemptions for i in res.sim.instances) > 0
+            chunked += any(r.scheduled_step_idx < r.finished_step_idx and r.input_len >
+                           res.sim.cfg.engine.max_num_batched_tokens
+                           for r in res.sim.routed.values())
+        seen[kind] = (lazy, preempted, chunked)
+    assert all(v[0] >= 6 for v in seen.values()), seen
+    assert seen["preemption"][1] >= 6 and seen["kv_pressure"][1] >= 2, seen
+    assert seen["chunked_prefill"][2] >= 6, seen
 
 
 def test_random_configs_exercise_the_lazy_path(monkeypatch):

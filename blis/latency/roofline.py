@@ -3,6 +3,11 @@
 Per-request FLOPs and bytes are affine in ``n`` and ``n × effective context``, so the
 constructor reduces the model to a few coefficients; only the MoE weight term, which depends
 on how many distinct experts a step's tokens touch, is evaluated per step.
+
+Decode FLOPs are ``lin + ctx × progress`` per request. When both coefficients are whole numbers
+(every model whose head size divides evenly), each term and every partial sum is an exact
+integer in a float (far below 2**53 for any batch), so the decode total equals the closed form ``n × lin + ctx × Σprogress``
+bit for bit: ``step_time_with_decodes`` then lets the engine advance decoders lazily.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class RooflineModel(LatencyModel):
         self._moe_weights = n_moe * 2 * d * ff_moe * E * wbpp
         self._expert_miss = (E - k) / E if is_moe else 0.0
         self._mem_scale = 1.0 / (tp * bw)
+        if not (self._flops_lin.is_integer() and float(self._flops_ctx).is_integer()):
+            self.step_time_with_decodes = None  # decode sums would depend on the order
 
     @staticmethod
     def _validate(mc, hw, tp, dp, backend):
@@ -74,11 +81,20 @@ class RooflineModel(LatencyModel):
     def step_time(self, batch) -> int:
         if not batch:
             return 1
+        return self._step_time(batch, 0, 0)
+
+    def step_time_with_decodes(self, batch, n_dec: int, ctx_dec: int) -> int:
+        """Step time of ``batch`` plus ``n_dec`` decoders whose progress sums to ``ctx_dec``."""
+        if not batch and not n_dec:
+            return 1
+        return self._step_time(batch, n_dec, ctx_dec)
+
+    def _step_time(self, batch, n_dec: int, ctx_dec: int) -> int:
         lin, ctxc = self._flops_lin, self._flops_ctx
         f_pf = 0.0
-        f_dc = 0.0
-        new_tokens = 0
-        ctx_tokens = 0
+        f_dc = n_dec * lin + ctxc * ctx_dec if n_dec else 0.0
+        new_tokens = n_dec
+        ctx_tokens = ctx_dec
         for r in batch:
             p = r.progress_index
             if p < r.input_len:
