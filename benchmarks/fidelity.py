@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blis.calibrate import (METRICS, calibrate, experiment_options, load_experiment,  # noqa: E402
-                            pct_err, simulate_stages)
+from blis.calibrate import (METRICS, calibrate, experiment_options,  # noqa: E402
+                            experiment_target, load_experiment, pct_err, simulate_stages)
 
 DEFAULT_DATA = "/work/shared/data/real/experiments"
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     for lm in a.models.split(","):
         rows, errs = [], []
         for exp in exps:
-            sim = simulate_stages(exp, experiment_options(exp, lm, **wl))
+            sim = simulate_stages(experiment_options(exp, lm, **wl))
             for k, (s, r) in enumerate(zip(sim, exp.stages)):
                 tag = exp.name[16:] + (" (overloaded)" if exp.overloaded else "")
                 rows.append(_row(tag, k, r, s))
@@ -76,9 +76,9 @@ def main(argv=None) -> int:
         for held in ok:
             train = [e for e in ok if e is not held and e.model == held.model
                      and e.config["tensor_parallelism"] == held.config["tensor_parallelism"]]
-            targets = [(e, experiment_options(e, **wl), e.stages) for e in train]
+            targets = [experiment_target(e, experiment_options(e, **wl)) for e in train]
             coeffs, before, after = calibrate(targets, max_nfev=12)
-            sim = simulate_stages(held, experiment_options(held, coeffs=coeffs, **wl))
+            sim = simulate_stages(experiment_options(held, coeffs=coeffs, **wl))
             for s, r in zip(sim, held.stages):
                 errs.append({m: pct_err(s[m], r[m]) for m in METRICS})
             print(f"LOO {held.name[16:]}: trained on {len(train)}; rms log-error "

@@ -132,7 +132,7 @@ def experiment_options(exp: Experiment, latency_model: str = "trained-physics",
     return opts
 
 
-def simulate_stages(exp: Experiment, opts: dict) -> list[dict]:
+def simulate_stages(opts: dict) -> list[dict]:
     """Per-stage simulated metrics (ms) over requests whose arrival falls in the stage window."""
     from blis.options import build_config
     from blis.simulation import run_simulation
@@ -172,13 +172,6 @@ def pct_err(sim: float, real: float) -> float:
 # Calibration
 # ---------------------------------------------------------------------------------------------
 
-def _coeffs_from(x: np.ndarray, base: dict) -> dict:
-    c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
-    for (vec, i), v in zip(FIT_PARAMS, x):
-        c[vec][i] = float(v)
-    return c
-
-
 def default_coeffs() -> dict:
     from blis.latency.trained_physics import default_coefficients
 
@@ -187,39 +180,54 @@ def default_coeffs() -> dict:
     return {"alpha": a, "beta": b}
 
 
-def calibrate(targets: list[tuple[Experiment, dict, list[dict]]], base: dict | None = None,
-              max_nfev: int = 30, log=None) -> tuple[dict, float, float]:
-    """Least-squares fit of ``FIT_PARAMS`` so simulated stages match measured ones.
+def stage_simulator(opts: dict):
+    """simulate(coeffs) -> per-stage metrics of the inference-perf run ``opts``."""
+    def sim(coeffs: dict) -> list[dict]:
+        return simulate_stages(dict(opts, alpha_coeffs=coeffs["alpha"], beta_coeffs=coeffs["beta"]))
+    return sim
 
-    ``targets``: (experiment, simulator options without coefficients, measured stages).
-    Returns (coefficients, rms log-error before, after).
+
+def experiment_target(exp: Experiment, opts: dict):
+    """(simulate(coeffs) -> stage metrics, measured stages) for one experiment."""
+    return stage_simulator(opts), exp.stages
+
+
+def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
+              metrics=FIT_METRICS, max_nfev: int = 30, log=None) -> tuple[dict, float, float]:
+    """Least-squares fit of ``params`` so simulated metrics match measured ones.
+
+    ``targets``: (simulate(coeffs) -> list of metric dicts, measured list of metric dicts).
+    Residuals are log(simulated / measured). Returns (coefficients, rms before, rms after).
     """
     from scipy.optimize import least_squares
 
     base = base or default_coeffs()
-    x0 = np.array([base[v][i] for v, i in FIT_PARAMS], dtype=float)
+    x0 = np.array([base[v][i] for v, i in params], dtype=float)
     scale = np.where(x0 > 0, x0, 1.0)
 
+    def coeffs_at(z):
+        c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
+        for (vec, i), v in zip(params, z * scale):
+            c[vec][i] = float(v)
+        return c
+
     def residuals(z: np.ndarray) -> np.ndarray:
-        coeffs = _coeffs_from(z * scale, base)
         res = []
-        for exp, opts, real in targets:
-            sim = simulate_stages(exp, dict(opts, alpha_coeffs=coeffs["alpha"],
-                                            beta_coeffs=coeffs["beta"]))
-            for s, r in zip(sim, real):
-                for m in FIT_METRICS:
+        for sim_fn, real in targets:
+            for s, r in zip(sim_fn(coeffs_at(z)), real):
+                for m in metrics:
                     v = s[m]
                     res.append(math.log(v / r[m]) if v == v and v > 0 else 5.0)
         r = np.asarray(res)
         if log:
-            log(f"  rms log-error {math.sqrt(np.mean(r ** 2)):.4f} at {np.round(z * scale, 4).tolist()}")
+            log(f"  rms log-error {math.sqrt(np.mean(r ** 2)):.4f}")
         return r
 
     r0 = residuals(np.ones_like(x0))
     fit = least_squares(residuals, np.ones_like(x0), bounds=(1e-3, 1e3), diff_step=0.02,
-                        x_scale=1.0, max_nfev=max_nfev, xtol=1e-4, ftol=1e-4)
-    coeffs = _coeffs_from(fit.x * scale, base)
-    return coeffs, float(math.sqrt(np.mean(r0 ** 2))), float(math.sqrt(np.mean(fit.fun ** 2)))
+                        max_nfev=max_nfev, xtol=1e-6, ftol=1e-6)
+    return (coeffs_at(fit.x), float(math.sqrt(np.mean(r0 ** 2))),
+            float(math.sqrt(np.mean(fit.fun ** 2))))
 
 
 def write_coeffs(path: str, coeffs: dict, meta: dict | None = None) -> None:

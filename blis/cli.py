@@ -31,7 +31,8 @@ _HELP = {
     "preemption_policy": "fcfs or priority",
     "policy_config": "policy bundle YAML (admission/routing/scheduler/preemption)",
     "workload": "distribution (default) or a preset: chatbot, contentgen, summarization, multidoc",
-    "workload_spec": "workload spec YAML (v2); overrides --workload",
+    "workload_spec": "workload spec YAML (v2) or an inference-perf profile; overrides --workload",
+    "coefficients": "trained-physics coefficients file written by `blis calibrate`",
     "rate": "arrival rate in requests/s (distribution and preset modes)",
     "num_requests": "number of requests to generate (default 100)",
     "timeout": "per-request timeout in seconds (default 300; negative disables)",
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         register = None
     if register is not None:
         register(sub)
+    from blis.calibrate_cli import register as register_calibrate
+    register_calibrate(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ server stops some requests early and a tokenizer adds tokens to the prompt.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,8 +134,8 @@ def profile_to_block(data: dict) -> dict:
     load = data.get("load")
     if not isinstance(load, dict):
         raise ConfigError("load", "must be a mapping with stages")
-    return {"stages": load.get("stages"), "shared_prefix": d["shared_prefix"],
-            "load_type": load.get("type", "constant")}
+    return copy.deepcopy({"stages": load.get("stages"), "shared_prefix": d["shared_prefix"],
+                          "load_type": load.get("type", "constant")})
 
 
 def profile_to_spec_dict(data: dict, seed: int = 42) -> dict:

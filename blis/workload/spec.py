@@ -625,7 +625,7 @@ def parse_workload_spec(source: str | os.PathLike | dict | WorkloadSpec) -> Work
     if data is None:
         raise ConfigError("workload-spec", "is empty")
     if ipf.is_profile(data):
-        data = {"version": "2", "inference_perf": ipf.profile_to_block(data)}
+        data = ipf.profile_to_spec_dict(data)  # what `blis convert inference-perf` writes
     m = _Map(data, "", _TOP_KEYS)
     if m.has("servegen_data"):
         raise ConfigError("servegen_data", "is not supported by this port; convert it to "
