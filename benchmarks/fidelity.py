@@ -52,12 +52,15 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-lengths", action="store_true",
                     help="use the profile's constant lengths instead of the measured distributions")
     ap.add_argument("--models", default="trained-physics,roofline")
+    ap.add_argument("--loo-stage-s", type=float, default=60.0,
+                    help="stage length (s) of the training runs inside calibration")
+    ap.add_argument("--loo-evals", type=int, default=6, help="least-squares evaluations per fold")
     a = ap.parse_args(argv)
     wl = {"measured_lengths": not a.profile_lengths, "max_stage_s": 120.0 if a.quick else 0.0}
     exps = [load_experiment(p) for p in sorted(Path(a.data).iterdir()) if p.is_dir()]
     summary = {}
     t0 = time.time()
-    for lm in a.models.split(","):
+    for lm in filter(None, a.models.split(",")):
         rows, errs = [], []
         for exp in exps:
             sim = simulate_stages(experiment_options(exp, lm, **wl))
@@ -76,8 +79,9 @@ def main(argv=None) -> int:
         for held in ok:
             train = [e for e in ok if e is not held and e.model == held.model
                      and e.config["tensor_parallelism"] == held.config["tensor_parallelism"]]
-            targets = [experiment_target(e, experiment_options(e, **wl)) for e in train]
-            coeffs, before, after = calibrate(targets, max_nfev=12)
+            fit_wl = dict(wl, max_stage_s=a.loo_stage_s)
+            targets = [experiment_target(e, experiment_options(e, **fit_wl)) for e in train]
+            coeffs, before, after = calibrate(targets, max_nfev=a.loo_evals)
             sim = simulate_stages(experiment_options(held, coeffs=coeffs, **wl))
             for s, r in zip(sim, held.stages):
                 errs.append({m: pct_err(s[m], r[m]) for m in METRICS})

@@ -33,9 +33,9 @@ KV_BLOCKS = {"meta-llama/llama-2-7b-hf": 7463, "meta-llama/llama-2-70b-hf": 3135
 METRICS = ("e2e_mean", "e2e_p90", "e2e_p99", "ttft_mean", "ttft_p90", "ttft_p99", "itl_tok")
 FIT_METRICS = ("e2e_mean", "ttft_mean", "itl_tok")
 
-# (vector, index) of the free coefficients: alpha0 queueing, beta0 prefill compute,
-# beta1 decode compute (beta9 decode memory), beta5 per-request, beta6 per-step constant
-FIT_PARAMS = (("alpha", 0), ("beta", 0), ("beta", 9), ("beta", 5), ("beta", 6))
+# (vector, index) of the free coefficients: alpha0 queueing (TTFT offset), beta0 prefill compute
+# (TTFT slope), beta9 decode memory (ITL), beta6 per-step constant (ITL and TTFT)
+FIT_PARAMS = (("alpha", 0), ("beta", 0), ("beta", 9), ("beta", 6))
 
 
 @dataclass

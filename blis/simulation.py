@@ -196,7 +196,8 @@ class SimResult:
             lines.append(f"  {cls}:")
             for label, vals in zip(("TTFT:", "ITL: ", "E2E: "), raw.get(cls, ([], [], []))):
                 d = distribution(vals)
-                lines.append(f"    {label} mean={d['mean']:.2f} p99={d['p99']:.2f} (n={d['count']})")
+                lines.append(f"    {label} mean={d['mean'] / 1000:.2f} ms p99={d['p99'] / 1000:.2f} ms "
+                             f"(n={d['count']})")
         return lines
 
     def _tenant_lines(self) -> list[str]:
@@ -362,4 +363,26 @@ def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True
         if per:
             res.cluster["per_class"] = per
     res.per_class = _per_class_summary(res)
+    if "per_class" not in res.cluster and any(c != "default" for c in res.per_class):
+        res.cluster["per_class"] = {c: {k: v for k, v in row.items()
+                                        if k not in ("slo_attainment", "goodput_rps")}
+                                    for c, row in res.per_class.items()}
+    _add_arrival_window_rate(res.cluster, requests)
     return res
+
+
+def _add_arrival_window_rate(cluster: dict, requests) -> None:
+    """``arrival_window_rps``: completed requests over the span from the first to the last
+    arrival, placed after ``responses_per_sec`` (which also counts the drain after the last
+    arrival, so an unsaturated run reads below its offered rate there)."""
+    n = len(requests)
+    span = (requests[n - 1].arrival_time - requests[0].arrival_time) / 1e6 if n > 1 else 0.0
+    done = cluster.get("completed_requests", 0)
+    rate = done / span if span > 0 else 0.0
+    items = list(cluster.items())
+    cluster.clear()
+    for k, v in items:
+        cluster[k] = v
+        if k == "responses_per_sec":
+            cluster["arrival_window_rps"] = rate
+    cluster.setdefault("arrival_window_rps", rate)
