@@ -123,3 +123,16 @@ def test_coefficients_file_is_accepted_by_run_options(tmp_path):
     with pytest.raises(ConfigError) as e:
         build_config(dict(_small_opts(), coefficients=str(path)))
     assert e.value.field == "coefficients"
+
+
+def test_convert_and_calibrate_commands(tmp_path, capsys):
+    from blis.cli import main
+
+    prof = tmp_path / "profile.yaml"
+    prof.write_text(yaml.safe_dump(PROFILE))
+    assert main(["convert", "inference-perf", str(prof)]) == 0
+    spec = yaml.safe_load(capsys.readouterr().out)
+    assert spec["inference_perf"]["stages"][1] == {"duration": 10, "rate": 10}
+    assert len(_gen(spec)) == 200
+    assert main(["calibrate", "--output", str(tmp_path / "c.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == "error: experiment: give at least one --experiment DIR"
