@@ -17,7 +17,7 @@ server stops some requests early and a tokenizer adds tokens to the prompt.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,6 @@ class InferencePerfSpec:
     output_len: int = 1
     enable_multi_turn_chat: bool = False
     load_type: str = "constant"
-    extra: dict = field(default_factory=dict)
 
     @property
     def num_users(self) -> int:
