@@ -31,7 +31,8 @@ _HELP = {
     "preemption_policy": "fcfs or priority",
     "policy_config": "policy bundle YAML (admission/routing/scheduler/preemption)",
     "workload": "distribution (default) or a preset: chatbot, contentgen, summarization, multidoc",
-    "workload_spec": "workload spec YAML (v2); overrides --workload",
+    "workload_spec": "workload spec YAML (v2) or an inference-perf profile; overrides --workload",
+    "coefficients": "trained-physics coefficients file written by `blis calibrate`",
     "rate": "arrival rate in requests/s (distribution and preset modes)",
     "num_requests": "number of requests to generate (default 100)",
     "timeout": "per-request timeout in seconds (default 300; negative disables)",
@@ -93,11 +94,12 @@ def _write_outputs(ns, res, mode: str) -> None:
         for row in res.request_rows():
             if row["e2e_ms"] > 0:
                 rows.append({"request_id": int(row["requestID"].rsplit("_", 1)[1]),
-                             "ttft_us": row["ttft_ms"] * 1000, "e2e_us": row["e2e_ms"] * 1000,
+                             "ttft_us": round(row["ttft_ms"] * 1000),
+                             "e2e_us": round(row["e2e_ms"] * 1000),
                              "input_tokens": row["num_prefill_tokens"],
                              "output_tokens": row["num_decode_tokens"],
-                             "slo_class": row.get("slo_class", ""), "model": row.get("model", ""),
                              "itl_mean_us": row["itl_ms"] * 1000})
+                rows[-1].update({k: row[k] for k in ("slo_class", "model") if row.get(k)})
         Path(ns.results_path).write_text(dumps(rows) + "\n")
     if ns.trace_output:
         from blis.workload.tracev2 import trace_header_for_run, trace_rows_from_requests, write_trace
@@ -131,6 +133,9 @@ def cmd_replay(ns) -> int:
     _header, requests = load_trace(ns.trace_header, ns.trace_data, seed=cfg.seed)
     if cfg.max_requests > 0:
         requests = requests[:cfg.max_requests]
+    if "horizon" not in vars(ns):  # Go: 2 x the latest injection time, 600 s if all arrive at 0
+        latest = max((r.arrival_time for r in requests), default=0)
+        cfg.horizon = 2 * latest if latest > 0 else 600_000_000
     res = run_simulation(cfg, requests=requests, keep_requests=_wants_requests(ns))
     sys.stdout.write(res.render_stdout())
     _write_outputs(ns, res, "replayed")
@@ -154,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         register = None
     if register is not None:
         register(sub)
+    from blis.calibrate_cli import register as register_calibrate
+    register_calibrate(sub)
     return parser
 
 

@@ -265,4 +265,7 @@ class ClusterSimulator:
         self.admission.on_routed(req)
         self.routed[req.id] = req
         req.priority = self.slo.vllm_priority(req.slo_class)
-        self.instances[idx].inject(req, t)
+        inst = self.instances[idx]
+        if t > inst.last_event_time:  # Go advances the instance clock when a request is routed
+            inst.last_event_time = t
+        inst.inject(req, t)

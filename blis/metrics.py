@@ -197,11 +197,15 @@ class Folder:
         self.by_class: dict[str, ClassValues] = {}
         self.tenant_tokens: dict[str, int] = {}
         self.tenant_counts: dict[str, int] = {}
+        self.e2e_rows: list | None = None  # (instance, class, arrival, id, e2e) for inversions
 
     def take(self, stats, req, dropped: bool, completed: bool) -> None:
         rid = req.id
         ttft = stats.ttft.pop(rid, None)
         e2e = stats.e2e.pop(rid, None)
+        if self.e2e_rows is not None and e2e is not None:
+            self.e2e_rows.append((req.assigned_instance, req.slo_class or "default",
+                                  req.arrival_time, rid, e2e))
         itl = stats.itl_mean.pop(rid, None)
         sched = stats.sched_delay.pop(rid, None)
         f = stats.folded

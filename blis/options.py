@@ -27,7 +27,7 @@ OPTIONS: dict[str, tuple] = {
     "seed": (int, 42), "horizon": (int, MAX_INT64), "num_instances": (int, 1),
     "model": (str, ""), "hardware": (str, ""), "tp": (int, 0), "dp": (int, 1),
     "latency_model": (str, "trained-physics"), "alpha_coeffs": (list, None),
-    "beta_coeffs": (list, None), "max_model_len": (int, 0),
+    "beta_coeffs": (list, None), "coefficients": (str, ""), "max_model_len": (int, 0),
     "gpu_memory_utilization": (float, 0.9), "model_config_folder": (str, ""),
     "hardware_config": (str, ""),
     "total_kv_blocks": (int, None), "max_num_seqs": (int, 256),
@@ -472,6 +472,11 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
     from blis.workload import parse_workload_spec, preset_spec, synthesize_distribution_spec
 
     opts = normalize(options)
+    if opts.get("coefficients"):  # a `blis calibrate` output file supplies both vectors
+        from blis.calibrate import read_coeffs
+        fitted = read_coeffs(opts["coefficients"])
+        opts.setdefault("alpha_coeffs", fitted["alpha"])
+        opts.setdefault("beta_coeffs", fitted["beta"])
     dep = DeploymentConfig(
         model=_get(opts, "model"), hardware=_get(opts, "hardware"), tp=_get(opts, "tp"),
         dp=_get(opts, "dp"), latency_model=_get(opts, "latency_model"),

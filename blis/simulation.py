@@ -3,6 +3,7 @@ and package the results for stdout, files and the search layer."""
 
 from __future__ import annotations
 
+import bisect
 import gc
 import math
 from dataclasses import dataclass, field
@@ -111,11 +112,15 @@ class SimResult:
         sim = self.sim
         c = self.cluster
         hol = self.hol_blocking_events()
-        vals = [hol, sim.rejected, sim.routing_rejections, c["dropped_unservable"],
+        inv = self.priority_inversions()
+        vals = [inv, hol, sim.rejected, sim.routing_rejections, c["dropped_unservable"],
                 c["length_capped_requests"], c["timed_out_requests"]]
         if not any(vals):
             return []
-        lines = ["=== Anomaly Counters ===", f"HOL Blocking Events: {hol}",
+        lines = ["=== Anomaly Counters ==="]
+        if inv is not None:
+            lines.append(f"Priority Inversions: {inv}")
+        lines += [f"HOL Blocking Events: {hol}",
                  f"Rejected Requests (Admission): {sim.rejected}"]
         for cls in sorted(sim.shed_by_tier):
             lines.append(f"  Shed ({cls}): {sim.shed_by_tier[cls]}")
@@ -124,6 +129,28 @@ class SimResult:
                   f"Timed Out Requests: {c['timed_out_requests']}",
                   f"Length-Capped Requests: {c['length_capped_requests']}"]
         return lines
+
+    def priority_inversions(self) -> int | None:
+        """Under priority-fcfs only (else None): per instance and SLO class, pairs of requests
+        i before j (by arrival) with e2e_i > 2 × e2e_j (spec §15.3), counted in O(n log n)."""
+        if self.cfg.policy.scheduler != "priority-fcfs":
+            return None
+        e2e = self.req_stats.e2e
+        rows = [(r.assigned_instance, _cls(r.slo_class), r.arrival_time, r.id, e2e[r.id])
+                for r in self.sim.routed.values() if r.id in e2e]
+        if self.sim.fold is not None:
+            rows += self.sim.fold.e2e_rows
+        groups: dict[tuple, list] = {}
+        for inst, cls, arrival, rid, v in rows:
+            groups.setdefault((inst, cls), []).append((arrival, rid, v))
+        total = 0
+        for rows in groups.values():
+            rows.sort()
+            later: list = []  # e2e of requests after the current one, kept sorted
+            for _, _, v in reversed(rows):
+                total += bisect.bisect_left(later, v / 2)
+                bisect.insort(later, v)
+        return total
 
     def hol_blocking_events(self) -> int:
         if len(self.sim.instances) < 2:
@@ -169,7 +196,8 @@ class SimResult:
             lines.append(f"  {cls}:")
             for label, vals in zip(("TTFT:", "ITL: ", "E2E: "), raw.get(cls, ([], [], []))):
                 d = distribution(vals)
-                lines.append(f"    {label} mean={d['mean']:.2f} p99={d['p99']:.2f} (n={d['count']})")
+                lines.append(f"    {label} mean={d['mean'] / 1000:.2f} ms p99={d['p99'] / 1000:.2f} ms "
+                             f"(n={d['count']})")
         return lines
 
     def _tenant_lines(self) -> list[str]:
@@ -279,6 +307,8 @@ def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True
         # Summaries from values folded as requests finish, not from id-keyed maps (P/D
         # projection and warm-up TTFT factors need the maps; duplicate ids would merge).
         sim.fold = Folder()
+        if cfg.policy.scheduler == "priority-fcfs":
+            sim.fold.e2e_rows = []
     # The workload and the cluster live for the whole run: keep the cyclic GC from rescanning
     # them at every collection (about a fifth of a 100k-request run otherwise). Collect first:
     # freeze() would otherwise also pin the garbage of earlier runs in this process, which
@@ -333,4 +363,26 @@ def run_simulation(cfg, requests: list | None = None, keep_requests: bool = True
         if per:
             res.cluster["per_class"] = per
     res.per_class = _per_class_summary(res)
+    if "per_class" not in res.cluster and any(c != "default" for c in res.per_class):
+        res.cluster["per_class"] = {c: {k: v for k, v in row.items()
+                                        if k not in ("slo_attainment", "goodput_rps")}
+                                    for c, row in res.per_class.items()}
+    _add_arrival_window_rate(res.cluster, requests)
     return res
+
+
+def _add_arrival_window_rate(cluster: dict, requests) -> None:
+    """``arrival_window_rps``: completed requests over the span from the first to the last
+    arrival, placed after ``responses_per_sec`` (which also counts the drain after the last
+    arrival, so an unsaturated run reads below its offered rate there)."""
+    n = len(requests)
+    span = (requests[n - 1].arrival_time - requests[0].arrival_time) / 1e6 if n > 1 else 0.0
+    done = cluster.get("completed_requests", 0)
+    rate = done / span if span > 0 else 0.0
+    items = list(cluster.items())
+    cluster.clear()
+    for k, v in items:
+        cluster[k] = v
+        if k == "responses_per_sec":
+            cluster["arrival_window_rps"] = rate
+    cluster.setdefault("arrival_window_rps", rate)

@@ -114,8 +114,9 @@ def test_trace_export_replays_to_identical_metrics(tmp_path, capsys):
     code, out_run, err = run_cli(capsys, "run", *common, "--num-requests", "40", "--rate", "15",
                                  "--trace-output", str(prefix))
     assert code == 0, err
+    # the run's horizon was unbounded; replay defaults to 2 x the latest arrival (as Go does)
     code, out_rep, err = run_cli(capsys, "replay", *common, "--trace-header", f"{prefix}.yaml",
-                                 "--trace-data", f"{prefix}.csv")
+                                 "--trace-data", f"{prefix}.csv", "--horizon", str(10**15))
     assert code == 0, err
     a, b = cluster_json(out_run), cluster_json(out_rep)
     for key in ("completed_requests", "total_input_tokens", "total_output_tokens", "ttft_mean_ms",

@@ -583,6 +583,10 @@ def generate_requests(spec: WorkloadSpec, max_requests: int, horizon: int,
     ``lazy_tokens``, no multi-turn sessions): a ``LazyRequests`` sequence that creates each
     ``Request`` when it is first read, with the same values.
     """
+    if spec.inference_perf is not None:
+        from blis.workload.inference_perf import generate_inference_perf
+        return generate_inference_perf(spec.inference_perf, spec.seed, max(int(max_requests), 0),
+                                       min(int(horizon), _T_LIMIT), timeout_override_us)
     clients = [(f"clients[{i}]", c) for i, c in enumerate(spec.clients)] + expand_cohorts(spec)
     _check_supported(clients)
     specs = [c for _, c in clients]

@@ -206,6 +206,7 @@ class WorkloadSpec:
     cohorts: list[CohortSpec] = field(default_factory=list)
     # class -> {"ttft_ms"|"itl_ms"|"e2e_ms": threshold}; only the dimensions given are stored
     goodput_slo_targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    inference_perf: Any = None  # blis.workload.inference_perf.InferencePerfSpec | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,14 +619,22 @@ def parse_workload_spec(source: str | os.PathLike | dict | WorkloadSpec) -> Work
     """
     if isinstance(source, WorkloadSpec):
         return source
+    from blis.workload import inference_perf as ipf
+
     data = source if isinstance(source, dict) else load_yaml(source, "workload-spec")
     if data is None:
         raise ConfigError("workload-spec", "is empty")
+    if ipf.is_profile(data):
+        data = ipf.profile_to_spec_dict(data)  # what `blis convert inference-perf` writes
     m = _Map(data, "", _TOP_KEYS)
-    for unsupported in ("servegen_data", "inference_perf"):
-        if m.has(unsupported):
-            raise ConfigError(unsupported, "is not supported by this port; convert it to "
-                                           "explicit clients (see `blis convert`)")
+    if m.has("servegen_data"):
+        raise ConfigError("servegen_data", "is not supported by this port; convert it to "
+                                           "explicit clients")
+    ip = None
+    if m.has("inference_perf"):
+        if m.has("clients") or m.has("cohorts"):
+            raise ConfigError("inference_perf", "cannot be combined with clients or cohorts")
+        ip = ipf.parse_inference_perf(m.raw("inference_perf"))
     version = m.text("version")
     if version not in ("", "1", "2"):
         raise ConfigError("version", f"unsupported workload spec version {version!r}; use \"2\"")
@@ -635,7 +644,10 @@ def parse_workload_spec(source: str | os.PathLike | dict | WorkloadSpec) -> Work
         horizon=m.integer("horizon"),
         clients=[_parse_client(c, f"clients[{i}]") for i, c in enumerate(m.items("clients"))],
         cohorts=[_parse_cohort(c, f"cohorts[{i}]") for i, c in enumerate(m.items("cohorts"))],
-        goodput_slo_targets=parse_goodput_targets(m.raw("goodput_slo_targets")))
+        goodput_slo_targets=parse_goodput_targets(m.raw("goodput_slo_targets")),
+        inference_perf=ip)
+    if ip is not None and spec.num_requests == 0:
+        spec.num_requests = sum(ip.stage_counts())  # every request the load generator sends
     validate_workload_spec(spec)
     return spec
 
@@ -649,6 +661,8 @@ def validate_workload_spec(spec: WorkloadSpec) -> None:
         raise ConfigError("seed", f"must fit in int64, got {spec.seed}")
     _require_nonneg_int("num_requests", spec.num_requests)
     _require_nonneg_int("horizon", spec.horizon)
+    if spec.inference_perf is not None:
+        return
     if not spec.clients and not spec.cohorts:
         raise ConfigError("clients", "at least one client or cohort is required")
 
@@ -975,6 +989,22 @@ def _cohort_dict(c: CohortSpec) -> dict:
     return d
 
 
+def _inference_perf_dict(ip) -> dict:
+    stages = []
+    for st in ip.stages:
+        sd: dict[str, Any] = {"rate": st.rate, "duration": st.duration}
+        if st.input_distribution is not None:
+            sd["input_distribution"] = _dist_dict(st.input_distribution)
+        if st.output_distribution is not None:
+            sd["output_distribution"] = _dist_dict(st.output_distribution)
+        stages.append(sd)
+    sp = {"num_unique_system_prompts": ip.num_unique_system_prompts,
+          "num_users_per_system_prompt": ip.num_users_per_system_prompt,
+          "system_prompt_len": ip.system_prompt_len, "question_len": ip.question_len,
+          "output_len": ip.output_len, "enable_multi_turn_chat": ip.enable_multi_turn_chat}
+    return {"stages": stages, "shared_prefix": sp, "load_type": ip.load_type}
+
+
 def spec_to_dict(spec: WorkloadSpec) -> dict:
     """Plain mapping that ``parse_workload_spec`` reads back into an equal spec."""
     d: dict[str, Any] = {"version": spec.version, "seed": spec.seed}
@@ -988,4 +1018,6 @@ def spec_to_dict(spec: WorkloadSpec) -> dict:
         d["cohorts"] = [_cohort_dict(c) for c in spec.cohorts]
     if spec.goodput_slo_targets:
         d["goodput_slo_targets"] = {k: dict(v) for k, v in spec.goodput_slo_targets.items()}
+    if spec.inference_perf is not None:
+        d["inference_perf"] = _inference_perf_dict(spec.inference_perf)
     return d

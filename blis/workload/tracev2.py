@@ -298,7 +298,7 @@ def _kind(col: str) -> str:
 
 
 def read_trace_rows(data_path: str | os.PathLike) -> list[dict]:
-    """Typed rows of a TraceV2 CSV; columns are matched by name and must be known.
+    """Typed rows of a TraceV2 CSV; columns are matched by name, unknown ones are ignored (as Go).
 
     Cells are converted column by column (fast for large traces); errors name the CSV line.
     """
@@ -315,9 +315,6 @@ def read_trace_rows(data_path: str | os.PathLike) -> list[dict]:
     if not lines:
         raise ConfigError("trace-data", "empty CSV (no header row)")
     names = [n.strip() for n in lines[0][1]]
-    for n in names:
-        if n not in ALL_COLUMNS:
-            raise ConfigError(f"trace-data.{n}", "unknown column")
     if len(set(names)) != len(names):
         raise ConfigError("trace-data", "duplicate column names")
     for n in REQUIRED_COLUMNS:
@@ -328,8 +325,10 @@ def read_trace_rows(data_path: str | os.PathLike) -> list[dict]:
         if len(cells) != len(names):
             raise ConfigError(f"trace-data line {line_no}",
                               f"has {len(cells)} cells, expected {len(names)}")
+    known = [(j, n) for j, n in enumerate(names) if n in ALL_COLUMNS]
+    names = [n for _, n in known]
     columns: list[list] = []
-    for j, name in enumerate(names):
+    for j, name in known:
         raw = [cells[j] for _, cells in body]
         conv = _column_parser(name)
         if conv is None:
@@ -360,18 +359,19 @@ def load_trace(header_path: str | os.PathLike, data_path: str | os.PathLike,
                seed: int = 42) -> tuple[dict, list[Request]]:
     """Header and requests of a TraceV2 trace for fixed-mode replay, sorted by arrival (stable).
 
-    Token ids come from ``Rand(seed)``: one prefix per group (first-seen order, length from that
-    record), then every record's input suffix and output tokens in record order (one vectorised
+    Token ids come from ``Rand(seed)``: one prefix per group (first-seen order; its length is that
+    of the group's first record with a ``prefix_length`` above 0, as Go does), then every record's input suffix and output tokens in record order (one vectorised
     draw).
     """
     header = parse_trace_header(load_yaml(header_path, "trace-header"))
     rows = read_trace_rows(data_path)
     rng = make_generator(int(seed))
-    prefixes: dict[str, np.ndarray] = {}
+    lengths: dict[str, int] = {}
     for row in rows:
         g = row["prefix_group"]
-        if g and g not in prefixes:
-            prefixes[g] = rng.integers(0, MAX_TOKEN_ID, size=row["prefix_length"], dtype=np.int32)
+        if g and not lengths.get(g):
+            lengths[g] = row["prefix_length"]
+    prefixes = {g: rng.integers(0, MAX_TOKEN_ID, size=n, dtype=np.int32) for g, n in lengths.items()}
     n_in = [row["server_input_tokens"] if row["server_input_tokens"] > 0 and not row["prefix_group"]
             else row["input_tokens"] for row in rows]
     n_out = [row["output_tokens"] for row in rows]

@@ -1,0 +1,249 @@
+"""Real-measurement fidelity and calibration (``blis calibrate``, ``benchmarks/fidelity.py``).
+
+An *experiment* is a directory as in ``data/real/experiments``: ``exp-config.yaml`` (server
+settings), ``profile.yaml`` (the inference-perf load) and ``results/stage_<k>_lifecycle_metrics.json``
+(measured per-stage latencies, seconds). Stage metrics are compared as the real files define them:
+E2E and TTFT mean/p90/p99 per request, and the per-token ITL ``(E2E mean − TTFT mean) /
+(median output length − 1)`` — the real ``inter_token_latency`` is per streamed chunk (about two
+tokens), while the simulator emits one token per step, so only the per-token figure is comparable;
+the same formula is applied to simulated requests.
+
+Calibration fits trained-physics coefficients with ``scipy.optimize.least_squares`` on log-ratio
+residuals (simulated / measured) of E2E mean, TTFT mean and per-token ITL per stage, with the
+simulator in the loop. Only the coefficients that move these metrics are free (``FIT_PARAMS``);
+the rest keep their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from blis.errors import ConfigError
+
+KV_BLOCKS = {"meta-llama/llama-2-7b-hf": 7463, "meta-llama/llama-2-70b-hf": 31357,
+             "mistralai/mixtral-8x7b-v0.1": 27511, "codellama/codellama-34b-instruct-hf": 26603}
+"""KV blocks each real server allocated (vLLM log, 16 tokens/block; data/real/README.md)."""
+
+METRICS = ("e2e_mean", "e2e_p90", "e2e_p99", "ttft_mean", "ttft_p90", "ttft_p99", "itl_tok")
+FIT_METRICS = ("e2e_mean", "ttft_mean", "itl_tok")
+
+# (vector, index) of the free coefficients: alpha0 queueing (TTFT offset), beta0 prefill compute
+# (TTFT slope), beta9 decode memory (ITL), beta6 per-step constant (ITL and TTFT)
+FIT_PARAMS = (("alpha", 0), ("beta", 0), ("beta", 9), ("beta", 6))
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    config: dict
+    profile: dict
+    stages: list[dict]       # measured per-stage metrics (ms) + counts + output median
+    overloaded: bool
+
+    @property
+    def model(self) -> str:
+        return self.config["model"]
+
+
+def _stage_metrics(d: dict) -> dict:
+    s = d["successes"]
+    lat = s["latency"]
+    e2e, ttft = lat["request_latency"], lat["time_to_first_token"]
+    out_med = s["output_len"]["median"]
+    m = {"e2e_mean": e2e["mean"] * 1e3, "e2e_p90": e2e["p90"] * 1e3, "e2e_p99": e2e["p99"] * 1e3,
+         "ttft_mean": ttft["mean"] * 1e3, "ttft_p90": ttft["p90"] * 1e3,
+         "ttft_p99": ttft["p99"] * 1e3}
+    m["itl_tok"] = (m["e2e_mean"] - m["ttft_mean"]) / max(out_med - 1, 1)
+    m["count"] = s["count"]
+    m["failures"] = (d.get("failures") or {}).get("count") or 0
+    m["output_len"] = s["output_len"]
+    m["prompt_len"] = s["prompt_len"]
+    return m
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    p = Path(path)
+    try:
+        config = yaml.safe_load((p / "exp-config.yaml").read_text())
+        profile = yaml.safe_load((p / "profile.yaml").read_text())
+        files = sorted((p / "results").glob("stage_*_lifecycle_metrics.json"),
+                       key=lambda f: int(f.name.split("_")[1]))
+        stages = [_stage_metrics(json.loads(f.read_text())) for f in files]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError("experiment", f"{p}: {e}") from None
+    if not stages:
+        raise ConfigError("experiment", f"{p}: no results/stage_<k>_lifecycle_metrics.json")
+    sent = sum(st["count"] + st["failures"] for st in stages)
+    overloaded = sum(st["failures"] for st in stages) > 0.25 * sent
+    return Experiment(p.name, p, config, profile, stages, overloaded)
+
+
+def _quantile_dist(q: dict, minus: int = 0) -> dict:
+    """An empirical length distribution from a measured quantile summary (linear in between)."""
+    keys = [("min", 0.0), ("p0.1", 0.001), ("p1", 0.01), ("p5", 0.05), ("p10", 0.1),
+            ("p25", 0.25), ("median", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95),
+            ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)]
+    pts = [(max(1.0, q[k] - minus), f) for k, f in keys if k in q]
+    grid = np.linspace(0, 1, 201)
+    vals = np.interp(grid, [f for _, f in pts], [v for v, _ in pts])
+    toks, counts = np.unique(np.maximum(1, np.round(vals)).astype(int), return_counts=True)
+    return {"type": "empirical", "params": {str(t): float(c) / len(grid)
+                                            for t, c in zip(toks, counts)}}
+
+
+def experiment_workload(exp: Experiment, seed: int = 42, measured_lengths: bool = False,
+                        max_stage_s: float = 0.0) -> dict:
+    """The v2 spec of an experiment's load; ``max_stage_s`` shortens each stage (quick runs);
+    ``measured_lengths`` samples prompt/output lengths from the measured distributions."""
+    from blis.workload.inference_perf import profile_to_block
+
+    block = profile_to_block(exp.profile)
+    block["stages"] = [dict(s) for s in block["stages"]]
+    sys_len = block["shared_prefix"]["system_prompt_len"]
+    for s, m in zip(block["stages"], exp.stages):
+        if max_stage_s:
+            s["duration"] = min(s["duration"], max_stage_s)
+        if measured_lengths:
+            s["input_distribution"] = _quantile_dist(m["prompt_len"], sys_len)
+            s["output_distribution"] = _quantile_dist(m["output_len"])
+    return {"version": "2", "seed": seed, "inference_perf": block}
+
+
+def experiment_options(exp: Experiment, latency_model: str = "trained-physics",
+                       coeffs: dict | None = None, **wl) -> dict:
+    c = exp.config
+    opts = {"model": c["model"], "hardware": "H100", "tp": int(c["tensor_parallelism"]),
+            "max_model_len": int(c["max_model_len"]),
+            "max_num_batched_tokens": int(c["max_num_batched_tokens"]),
+            "max_num_seqs": int(c["max_num_seqs"]), "latency_model": latency_model,
+            "workload_spec": experiment_workload(exp, **wl)}
+    kv = KV_BLOCKS.get(c["model"].lower())
+    if kv:
+        opts["total_kv_blocks"] = kv
+    if coeffs:
+        opts["alpha_coeffs"], opts["beta_coeffs"] = list(coeffs["alpha"]), list(coeffs["beta"])
+    return opts
+
+
+def simulate_stages(opts: dict) -> list[dict]:
+    """Per-stage simulated metrics (ms) over requests whose arrival falls in the stage window."""
+    from blis.options import build_config
+    from blis.simulation import run_simulation
+
+    res = run_simulation(build_config(opts), keep_requests=True)
+    s = res.req_stats
+    spec = opts["workload_spec"]["inference_perf"]["stages"]
+    bounds = np.cumsum([0] + [int(round(st["duration"] * 1e6)) for st in spec])
+    arr, ttft, e2e, outl = [], [], [], []
+    for r in res.sim.routed.values():
+        if r.id in s.e2e:
+            arr.append(r.arrival_time)
+            ttft.append(s.ttft[r.id] / 1e3)
+            e2e.append(s.e2e[r.id] / 1e3)
+            outl.append(r.output_len)
+    arr, ttft, e2e, outl = map(np.asarray, (arr, ttft, e2e, outl))
+    out = []
+    for k in range(len(spec)):
+        sel = (arr >= bounds[k]) & (arr < bounds[k + 1])
+        if not sel.any():
+            out.append({m: float("nan") for m in METRICS} | {"count": 0})
+            continue
+        e, t = e2e[sel], ttft[sel]
+        m = {"e2e_mean": e.mean(), "e2e_p90": np.percentile(e, 90), "e2e_p99": np.percentile(e, 99),
+             "ttft_mean": t.mean(), "ttft_p90": np.percentile(t, 90),
+             "ttft_p99": np.percentile(t, 99), "count": int(sel.sum())}
+        m["itl_tok"] = (m["e2e_mean"] - m["ttft_mean"]) / max(np.median(outl[sel]) - 1, 1)
+        out.append({k2: float(v) for k2, v in m.items()})
+    return out
+
+
+def pct_err(sim: float, real: float) -> float:
+    return (sim - real) / real * 100.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration
+# ---------------------------------------------------------------------------------------------
+
+def default_coeffs() -> dict:
+    from blis.latency.trained_physics import default_coefficients
+
+    a, b = default_coefficients()
+    b = b + [0.0] * (11 - len(b))
+    return {"alpha": a, "beta": b}
+
+
+def stage_simulator(opts: dict):
+    """simulate(coeffs) -> per-stage metrics of the inference-perf run ``opts``."""
+    def sim(coeffs: dict) -> list[dict]:
+        return simulate_stages(dict(opts, alpha_coeffs=coeffs["alpha"], beta_coeffs=coeffs["beta"]))
+    return sim
+
+
+def experiment_target(exp: Experiment, opts: dict):
+    """(simulate(coeffs) -> stage metrics, measured stages) for one experiment."""
+    return stage_simulator(opts), exp.stages
+
+
+def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
+              metrics=FIT_METRICS, max_nfev: int = 30, log=None) -> tuple[dict, float, float]:
+    """Least-squares fit of ``params`` so simulated metrics match measured ones.
+
+    ``targets``: (simulate(coeffs) -> list of metric dicts, measured list of metric dicts).
+    Residuals are log(simulated / measured). Returns (coefficients, rms before, rms after).
+    """
+    from scipy.optimize import least_squares
+
+    base = base or default_coeffs()
+    x0 = np.array([base[v][i] for v, i in params], dtype=float)
+    scale = np.where(x0 > 0, x0, 1.0)
+
+    def coeffs_at(z):
+        c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
+        for (vec, i), v in zip(params, z * scale):
+            c[vec][i] = float(v)
+        return c
+
+    def residuals(z: np.ndarray) -> np.ndarray:
+        res = []
+        for sim_fn, real in targets:
+            for s, r in zip(sim_fn(coeffs_at(z)), real):
+                for m in metrics:
+                    v = s[m]
+                    res.append(math.log(v / r[m]) if v == v and v > 0 else 5.0)
+        r = np.asarray(res)
+        if log:
+            log(f"  rms log-error {math.sqrt(np.mean(r ** 2)):.4f}")
+        return r
+
+    r0 = residuals(np.ones_like(x0))
+    fit = least_squares(residuals, np.ones_like(x0), bounds=(1e-3, 1e3), diff_step=0.02,
+                        max_nfev=max_nfev, xtol=1e-6, ftol=1e-6)
+    return (coeffs_at(fit.x), float(math.sqrt(np.mean(r0 ** 2))),
+            float(math.sqrt(np.mean(fit.fun ** 2))))
+
+
+def write_coeffs(path: str, coeffs: dict, meta: dict | None = None) -> None:
+    doc = {"latency_model": "trained-physics", "alpha_coeffs": coeffs["alpha"],
+           "beta_coeffs": coeffs["beta"]}
+    if meta:
+        doc["fitted_on"] = meta
+    Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def read_coeffs(path: str) -> dict:
+    """A coefficients file written by ``blis calibrate`` → {"alpha": [...], "beta": [...]}."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError("coefficients", f"{path}: {e}") from None
+    if not isinstance(doc, dict) or "alpha_coeffs" not in doc or "beta_coeffs" not in doc:
+        raise ConfigError("coefficients", f"{path}: needs alpha_coeffs and beta_coeffs")
+    return {"alpha": list(doc["alpha_coeffs"]), "beta": list(doc["beta_coeffs"])}
