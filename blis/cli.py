@@ -32,7 +32,7 @@ def _argparse_field(message: str) -> str:
     """argparse's messages rephrased to name the flag at fault first."""
     if message.startswith("unrecognized arguments: "):
         first = message.split(": ", 1)[1].split()[0]
-        return f"{first.lstrip('-').split('=')[0]}: unknown flag (see --help)"
+        return f"{first.lstrip('-').split('=')[0]}: unknown flag {first.split('=')[0]} (see --help)"
     if message.startswith("argument "):
         names, _, rest = message[len("argument "):].partition(": ")
         return f"{names.split('/')[-1].lstrip('-')}: {rest}"

@@ -136,7 +136,7 @@ def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "st
     )
     spec.sampler, spec.sampler_options = _parse_sampler(raw.get("sampler"), len(objectives))
     spec.baseline = _parse_baseline(raw.get("baseline"), parameters)
-    check_pricing_names(raw.get("pricing") or {}, base)
+    check_pricing_names(raw.get("pricing") or {}, base, parameters)
     _check_static_feasibility(spec)
     return spec
 
@@ -371,11 +371,15 @@ def _check_static_feasibility(spec: StudySpec) -> None:
             raise ConfigError(f"constraints[{i}]", f"infeasible space: no configuration meets {c.name} (best possible {best:g})")
 
 
-def check_pricing_names(pricing: dict, base: dict) -> None:
-    """Every priced GPU is a GPU the simulator knows (a typo would price nothing)."""
+def check_pricing_names(pricing: dict, base: dict, parameters: list[Parameter]) -> None:
+    """Every priced GPU is one the simulator knows or the study uses (a typo prices nothing;
+    a used GPU the simulator does not know is the probe's to reject)."""
     from blis.model_config import _hardware_table
 
-    known = _hardware_table(str(base.get("hardware_config") or ""))
+    known = set(_hardware_table(str(base.get("hardware_config") or "")))
+    keys = ("hardware", "prefill_hardware", "decode_hardware")
+    known |= {str(base[k]) for k in keys if base.get(k)}
+    known |= {str(c) for p in parameters if p.name in keys for c in p.choices}
     for gpu in pricing:
         if gpu not in known:
             raise ConfigError(f"pricing.{gpu}", f"unknown GPU type; known: {', '.join(sorted(known))}")
