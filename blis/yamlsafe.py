@@ -76,7 +76,7 @@ def read_text(path: str | os.PathLike, field: str) -> str:
             raise ConfigError(field, f"{p} is larger than {MAX_BYTES >> 20} MiB")
         data = p.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(field, f"file not found: {p}") from None
+        raise ConfigError(field, f"cannot read {p}: file not found") from None
     except OSError as exc:
         raise ConfigError(field, f"cannot read {p}: {exc.strerror or exc}") from None
     try:
