@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from blis.errors import ConfigError
-from blis.options import ALIASES, DECLARATIONS, OPTIONS, flag
+from blis.options import ALIASES, DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, flag
 
 class _Parser(argparse.ArgumentParser):
     """No prefix abbreviations (``--num-request`` is not ``--num-requests``); errors are one
@@ -22,6 +22,13 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def format_help(self):
+        for action in self._actions:
+            opt = getattr(action, "declared", None)
+            if opt is not None and opt.registry and "one of:" not in (action.help or ""):
+                action.help = f"{action.help}; one of: {', '.join(opt.choices())}"
+        return super().format_help()
 
     def error(self, message):
         sys.stderr.write(f"error: {_argparse_field(message)}\n")
@@ -46,15 +53,15 @@ def _add_sim_flags(p: argparse.ArgumentParser) -> None:
     for opt in DECLARATIONS:
         extra = {"nargs": "?", "const": "true"} if opt.kind is bool else {}
         shown = opt.default_text()
-        p.add_argument(opt.flag, dest=opt.name, default=argparse.SUPPRESS,
-                       metavar=opt.name.split("_")[-1].upper(),
-                       help=opt.help + (f" (default {shown})" if shown else ""), **extra)
+        action = p.add_argument(opt.flag, dest=opt.name, default=argparse.SUPPRESS,
+                                metavar=opt.name.split("_")[-1].upper(),
+                                help=opt.help + (f" (default {shown})" if shown else ""), **extra)
+        action.declared = opt
     for alias, target in ALIASES.items():
         p.add_argument(f"--{flag(alias)}", dest=target, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
-    p.add_argument("--metrics-path", default="", help="write cluster metrics + per-request rows as JSON")
-    p.add_argument("--trace-output", default="", help="export the run as TraceV2 (<prefix>.yaml/.csv)")
-    p.add_argument("--results-path", default="", help="write per-request results JSON array")
+    for opt in OUTPUT_DECLARATIONS:
+        p.add_argument(opt.flag, dest=opt.name, default="", metavar="PATH", help=opt.help)
 
 
 def _sim_options(ns: argparse.Namespace) -> dict:

@@ -46,10 +46,20 @@ class Option:
     high: float | None = None
     low_open: bool = False
     shown_default: str | None = None   # how --help and the README show the default
+    registry: str = ""                 # "module:NAME" of the registry listing the valid names
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def choices(self) -> list[str]:
+        """The registry's names (imported on demand: registries pull in numpy)."""
+        if not self.registry:
+            return []
+        import importlib
+
+        module, attr = self.registry.split(":")
+        return list(getattr(importlib.import_module(module), attr))
 
     def default_text(self) -> str:
         if self.shown_default is not None:
@@ -78,8 +88,9 @@ DECLARATIONS: tuple[Option, ...] = (
        "deployment", low=0, shown_default="from defaults.yaml"),
     _o("dp", int, 1, "data parallelism (MoE models with trained-physics only)", "deployment",
        low=1),
-    _o("latency_model", str, "trained-physics", "step-time backend: trained-physics or roofline",
-       "deployment"),
+    _o("latency_model", str, "trained-physics", "step-time backend",
+       "deployment",
+       registry="blis.latency:LATENCY_MODELS"),
     _o("alpha_coeffs", list, None, "trained-physics alpha coefficients (comma-separated)",
        "deployment"),
     _o("beta_coeffs", list, None, "trained-physics beta coefficients (with --alpha-coeffs)",
@@ -108,8 +119,9 @@ DECLARATIONS: tuple[Option, ...] = (
        low=0, high=MAX_DELAY_US),
     _o("num_instances", int, 1, "identical serving instances", "cluster", low=1,
        high=MAX_INSTANCES),
-    _o("admission_policy", str, "always-admit", "admission policy (registry: blis.admission)",
-       "cluster"),
+    _o("admission_policy", str, "always-admit", "admission policy",
+       "cluster",
+       registry="blis.admission:ADMISSION_POLICIES"),
     _o("admission_latency", int, 0, "admission decision delay, µs", "cluster", low=0,
        high=MAX_DELAY_US),
     _o("routing_latency", int, 0, "routing decision delay, µs", "cluster", low=0,
@@ -118,12 +130,15 @@ DECLARATIONS: tuple[Option, ...] = (
        low_open=True),
     _o("token_bucket_refill_rate", float, 1000.0, "token-bucket refill, tokens/s", "cluster",
        low=0, low_open=True),
-    _o("routing_policy", str, "round-robin", "routing policy (registry: blis.routing)", "cluster"),
+    _o("routing_policy", str, "round-robin", "routing policy", "cluster",
+       registry="blis.routing:ROUTING_POLICIES"),
     _o("routing_scorers", str, "", "weighted routing only: scorers 'name:weight,...'", "cluster",
        shown_default="precise-prefix-cache:2,queue-depth:1,kv-utilization:1"),
-    _o("scheduler", str, "fcfs", "wait-queue order (registry: blis.scheduler)", "cluster"),
-    _o("preemption_policy", str, "fcfs", "victim on KV exhaustion: fcfs (batch tail) or priority",
-       "cluster"),
+    _o("scheduler", str, "fcfs", "wait-queue order", "cluster",
+       registry="blis.scheduler:SCHEDULERS"),
+    _o("preemption_policy", str, "fcfs", "victim on KV exhaustion (fcfs: batch tail)",
+       "cluster",
+       registry="blis.scheduler:PREEMPTION_POLICIES"),
     _o("snapshot_refresh_interval", int, 50000, "staleness of the router's queue/KV view, µs",
        "cluster", low=0, high=MAX_DELAY_US),
     _o("cache_signal_delay", int, 50000, "staleness of the router's prefix-cache view, µs",
@@ -157,7 +172,8 @@ DECLARATIONS: tuple[Option, ...] = (
     _o("decode_instances", int, 0, "P/D: instances in the decode pool (the next D)", "P/D", low=0),
     _o("prefill_decode_instances", int, 0, "P/D: instances serving both roles (the next S)", "P/D",
        low=0),
-    _o("pd_decider", str, "never", "P/D: when to disaggregate (registry: blis.pd)", "P/D"),
+    _o("pd_decider", str, "never", "P/D: when to disaggregate", "P/D",
+       registry="blis.pd:DECIDERS"),
     _o("pd_prefix_threshold", int, 16, "P/D prefix-threshold: uncached input tokens above this "
        "disaggregate", "P/D", low=0),
     _o("pd_transfer_bandwidth", float, 25.0, "P/D: KV transfer bandwidth, GB/s", "P/D", low=0,
@@ -174,6 +190,37 @@ DECLARATIONS: tuple[Option, ...] = (
        "P/D"),
 )
 DECLARED: dict[str, Option] = {o.name: o for o in DECLARATIONS}
+# output files of `blis run` / `blis replay` (not simulation options: no effect on results)
+OUTPUT_DECLARATIONS: tuple[Option, ...] = (
+    _o("metrics_path", str, "", "write cluster metrics + per-request rows as JSON", "outputs"),
+    _o("results_path", str, "", "write the per-request results JSON array", "outputs"),
+    _o("trace_output", str, "", "export the run as TraceV2 (<prefix>.yaml + <prefix>.csv)",
+       "outputs"),
+)
+
+
+def flag_table() -> str:
+    """The README's flag table, generated from the declarations (a test keeps them equal)."""
+    rows = ["| group | flag (default) | meaning |", "|---|---|---|"]
+    last = None
+    for opt in DECLARATIONS + OUTPUT_DECLARATIONS:
+        shown = opt.default_text()
+        cell = f"`{opt.flag}`" + (f" ({shown})" if shown else "")
+        meaning = opt.help
+        if opt.registry:
+            meaning += ": " + ", ".join(f"`{c}`" for c in opt.choices())
+        bounds = _bounds_text(opt)
+        if bounds:
+            meaning += f"; {bounds}"
+        rows.append(f"| {opt.group if opt.group != last else ''} | {cell} | {meaning} |")
+        last = opt.group
+    return "\n".join(rows) + "\n"
+
+
+def _bounds_text(opt: Option) -> str:
+    if opt.high is None or opt.high <= 1 or opt.high >= MAX_SEED:
+        return ""
+    return "at most 2^53" if opt.high == MAX_DELAY_US else f"at most {opt.high:,.0f}"
 # name -> (type, default), the shape the rest of the code base reads
 OPTIONS: dict[str, tuple] = {o.name: (o.kind, o.default) for o in DECLARATIONS}
 ALIASES = {"max_num_running_reqs": "max_num_seqs", "max_num_scheduled_tokens": "max_num_batched_tokens"}
