@@ -133,7 +133,8 @@ DECLARATIONS: tuple[Option, ...] = (
     _o("routing_policy", str, "round-robin", "routing policy", "cluster",
        registry="blis.routing:ROUTING_POLICIES"),
     _o("routing_scorers", str, "", "weighted routing only: scorers 'name:weight,...'", "cluster",
-       shown_default="precise-prefix-cache:2,queue-depth:1,kv-utilization:1"),
+       shown_default="precise-prefix-cache:2,queue-depth:1,kv-utilization:1",
+       registry="blis.routing:SCORERS"),
     _o("scheduler", str, "fcfs", "wait-queue order", "cluster",
        registry="blis.scheduler:SCHEDULERS"),
     _o("preemption_policy", str, "fcfs", "victim on KV exhaustion (fcfs: batch tail)",
@@ -208,7 +209,7 @@ def flag_table() -> str:
         cell = f"`{opt.flag}`" + (f" ({shown})" if shown else "")
         meaning = opt.help
         if opt.registry:
-            meaning += ": " + ", ".join(f"`{c}`" for c in opt.choices())
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in opt.choices())
         bounds = _bounds_text(opt)
         if bounds:
             meaning += f"; {bounds}"
