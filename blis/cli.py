@@ -13,68 +13,55 @@ import sys
 from pathlib import Path
 
 from blis.errors import ConfigError
-from blis.options import ALIASES, OPTIONS, flag
-
-_HELP = {
-    "seed": "master random seed (default 42)",
-    "horizon": "simulation horizon in microseconds (default unbounded)",
-    "num_instances": "number of serving instances (default 1)",
-    "model": "model id, e.g. qwen/qwen2.5-7b-instruct (required)",
-    "hardware": "GPU type: H100, A100-80, A100-SXM, L40S (default from defaults.yaml)",
-    "tp": "tensor parallelism per instance (default from defaults.yaml)",
-    "latency_model": "trained-physics (default) or roofline",
-    "total_kv_blocks": "KV blocks per instance (default: computed from GPU memory)",
-    "admission_policy": "always-admit, token-bucket, tier-shed, gaie-legacy, reject-all, probabilistic",
-    "routing_policy": "round-robin, least-loaded, weighted, always-busiest",
-    "routing_scorers": "weighted-routing scorers 'name:weight,...'",
-    "scheduler": "fcfs, priority-fcfs, sjf, reverse-priority",
-    "preemption_policy": "fcfs or priority",
-    "policy_config": "policy bundle YAML (admission/routing/scheduler/preemption)",
-    "workload": "distribution (default) or a preset: chatbot, contentgen, summarization, multidoc",
-    "workload_spec": "workload spec YAML (v2) or an inference-perf profile; overrides --workload",
-    "coefficients": "trained-physics coefficients file written by `blis calibrate`",
-    "rate": "arrival rate in requests/s (distribution and preset modes)",
-    "num_requests": "number of requests to generate (default 100)",
-    "timeout": "per-request timeout in seconds (default 300; negative disables)",
-    "slo_ttft": "goodput TTFT targets, e.g. 'critical=100ms,standard=500ms'",
-    "prefill_instances": "P/D: instances in the prefill pool (the first P instances)",
-    "decode_instances": "P/D: instances in the decode pool (the next D instances)",
-    "prefill_decode_instances": "P/D: instances serving both roles (the next S instances)",
-    "pd_decider": "P/D: when to disaggregate: never (default), always, prefix-threshold",
-    "pd_prefix_threshold": "P/D prefix-threshold: disaggregate when uncached input tokens exceed this (default 16)",
-    "pd_transfer_bandwidth": "P/D: KV transfer bandwidth in GB/s (default 25)",
-    "pd_transfer_base_latency": "P/D: fixed KV transfer latency in ms (default 0.05)",
-    "pd_transfer_contention": "P/D: concurrent transfers share the bandwidth (default false)",
-    "prefill_tp": "P/D: tensor parallelism of prefill-pool instances (default --tp)",
-    "decode_tp": "P/D: tensor parallelism of decode-pool and shared instances (default --tp)",
-    "prefill_hardware": "P/D: GPU type of prefill-pool instances (default --hardware)",
-    "decode_hardware": "P/D: GPU type of decode-pool and shared instances (default --hardware)",
-    "kv_cpu_blocks": "CPU KV tier size in blocks; 0 (default) = GPU only",
-    "kv_offload_threshold": "accepted for compatibility, in [0, 1]; has no effect (as in BLIS)",
-    "kv_transfer_bandwidth": "CPU->GPU KV reload bandwidth in tokens/us (default 100)",
-    "kv_transfer_base_latency": "fixed CPU->GPU reload latency per block in us (default 0)",
-}
-
+from blis.options import ALIASES, DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, flag
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        sys.stderr.write(f"error: {message}\n")
+    """No prefix abbreviations (``--num-request`` is not ``--num-requests``); errors are one
+    ``error: <field>: <message>`` line, exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self):
+        for action in self._actions:
+            opt = getattr(action, "declared", None)
+            if opt is not None and opt.registry and "one of:" not in (action.help or ""):
+                action.help = f"{action.help}; one of: {', '.join(opt.choices())}"
+        return super().format_help()
+
+    def error(self, message):
+        sys.stderr.write(f"error: {_argparse_field(message)}\n")
         raise SystemExit(2)
 
 
+def _argparse_field(message: str) -> str:
+    """argparse's messages rephrased to name the flag at fault first."""
+    if message.startswith("unrecognized arguments: "):
+        first = message.split(": ", 1)[1].split()[0]
+        return f"{first.lstrip('-').split('=')[0]}: unknown flag {first.split('=')[0]} (see --help)"
+    if message.startswith("argument "):
+        names, _, rest = message[len("argument "):].partition(": ")
+        return f"{names.split('/')[-1].lstrip('-')}: {rest}"
+    if message.startswith("the following arguments are required: "):
+        first = message.split(": ", 1)[1].split(",")[0].strip()
+        return f"{first.lstrip('-')}: is required"
+    return f"command: {message}"
+
+
 def _add_sim_flags(p: argparse.ArgumentParser) -> None:
-    for name, (kind, default) in OPTIONS.items():
-        shown = "unbounded" if name == "horizon" else default
-        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
-        p.add_argument(f"--{flag(name)}", dest=name, default=argparse.SUPPRESS,
-                       metavar=name.split("_")[-1].upper(),
-                       help=_HELP.get(name, f"(default {shown})"), **extra)
+    for opt in DECLARATIONS:
+        extra = {"nargs": "?", "const": "true"} if opt.kind is bool else {}
+        shown = opt.default_text()
+        action = p.add_argument(opt.flag, dest=opt.name, default=argparse.SUPPRESS,
+                                metavar=opt.name.split("_")[-1].upper(),
+                                help=opt.help + (f" (default {shown})" if shown else ""), **extra)
+        action.declared = opt
     for alias, target in ALIASES.items():
         p.add_argument(f"--{flag(alias)}", dest=target, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
-    p.add_argument("--metrics-path", default="", help="write cluster metrics + per-request rows as JSON")
-    p.add_argument("--trace-output", default="", help="export the run as TraceV2 (<prefix>.yaml/.csv)")
-    p.add_argument("--results-path", default="", help="write per-request results JSON array")
+    for opt in OUTPUT_DECLARATIONS:
+        p.add_argument(opt.flag, dest=opt.name, default="", metavar="PATH", help=opt.help)
 
 
 def _sim_options(ns: argparse.Namespace) -> dict:
@@ -108,6 +95,28 @@ def _write_outputs(ns, res, mode: str) -> None:
                     trace_rows_from_requests(res.sim.arrived))
 
 
+def _check_output_paths(ns) -> None:
+    """Output files are checked before simulating, not after a long run."""
+    targets = [("metrics-path", ns.metrics_path), ("results-path", ns.results_path)]
+    if ns.trace_output:
+        targets += [("trace-output", ns.trace_output + ".yaml"), ("trace-output", ns.trace_output + ".csv")]
+    for field, path in targets:
+        if path:
+            check_writable(path, field)
+
+
+def check_writable(path: str, field: str) -> None:
+    """``path`` can be created or overwritten as a file (its directory exists and is writable)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(field, f"{path} is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(field, f"directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(field, f"{path} is not writable")
+
+
 def _wants_requests(ns) -> bool:
     """Per-request records are read only by these output files."""
     return bool(ns.metrics_path or ns.results_path or ns.trace_output)
@@ -118,6 +127,7 @@ def cmd_run(ns) -> int:
     from blis.simulation import run_simulation
 
     cfg = build_config(_sim_options(ns))
+    _check_output_paths(ns)
     res = run_simulation(cfg, keep_requests=_wants_requests(ns))
     sys.stdout.write(res.render_stdout())
     _write_outputs(ns, res, "generated")
@@ -130,9 +140,8 @@ def cmd_replay(ns) -> int:
     from blis.workload.tracev2 import load_trace
 
     cfg = build_config(_sim_options(ns), replay=True)
+    _check_output_paths(ns)
     _header, requests = load_trace(ns.trace_header, ns.trace_data, seed=cfg.seed)
-    if cfg.max_requests > 0:
-        requests = requests[:cfg.max_requests]
     if "horizon" not in vars(ns):  # Go: 2 x the latest injection time, 600 s if all arrive at 0
         latest = max((r.arrival_time for r in requests), default=0)
         cfg.horizon = 2 * latest if latest > 0 else 600_000_000
@@ -142,10 +151,46 @@ def cmd_replay(ns) -> int:
     return 0
 
 
+class _ListAction(argparse.Action):
+    """``--list-models`` / ``--list-hardware``: print the bundled names and exit 0."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from blis.deployment import model_defaults
+        from blis.model_config import defaults_cached, model_config_path
+
+        if option_string == "--list-hardware":
+            from blis.model_config import _hardware_table
+
+            for name, hw in sorted(_hardware_table("").items()):
+                sys.stdout.write(f"{name:12} {hw.memory_gib:g} GiB  {hw.tflops_peak:g} TFLOPS\n")
+        else:
+            from blis.model_config import MODEL_CONFIGS_DIR
+
+            listed = set()
+            for model in sorted(defaults_cached().get("defaults") or {}):
+                if model_config_path(model, "").is_file():
+                    entry = model_defaults(model)
+                    listed.add(model.rsplit("/", 1)[-1])
+                    sys.stdout.write(f"{model:48} default {entry.get('GPU', '')} "
+                                     f"tp={entry.get('tensor_parallelism', '')}\n")
+            for folder in sorted(p.parent.name for p in MODEL_CONFIGS_DIR.glob("*/config.json")):
+                if folder not in listed:
+                    sys.stdout.write(f"{folder:48} (no defaults: pass --hardware and --tp)\n")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from blis import __version__
+
     parser = _Parser(prog="blis", description="LLM inference cluster simulator and deployment search")
+    parser.add_argument("--version", action="version", version=f"blis {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="generate a workload and simulate it")
+    run.add_argument("--list-models", action=_ListAction, help="list the bundled models and exit")
+    run.add_argument("--list-hardware", action=_ListAction, help="list the known GPUs and exit")
     _add_sim_flags(run)
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("replay", help="simulate the requests of a TraceV2 trace")

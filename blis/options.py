@@ -10,59 +10,225 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from blis.config import (MAX_INT64, AutoscalerConfig, DelaySpec, DeploymentConfig, EngineConfig,
                          LifecycleConfig, NodePoolConfig, PDConfig, PolicyConfig, SimConfig)
 from blis.errors import ConfigError
+from blis.yamlsafe import load_yaml_file
 
 _DIST_KEYS = ("prompt_tokens", "prompt_tokens_stdev", "prompt_tokens_min", "prompt_tokens_max",
               "output_tokens", "output_tokens_stdev", "output_tokens_min", "output_tokens_max",
               "prefix_tokens")
 
-# option name -> (type, default); type is int, float, str, list or "any"
-OPTIONS: dict[str, tuple] = {
-    "seed": (int, 42), "horizon": (int, MAX_INT64), "num_instances": (int, 1),
-    "model": (str, ""), "hardware": (str, ""), "tp": (int, 0), "dp": (int, 1),
-    "latency_model": (str, "trained-physics"), "alpha_coeffs": (list, None),
-    "beta_coeffs": (list, None), "coefficients": (str, ""), "max_model_len": (int, 0),
-    "gpu_memory_utilization": (float, 0.9), "model_config_folder": (str, ""),
-    "hardware_config": (str, ""),
-    "total_kv_blocks": (int, None), "max_num_seqs": (int, 256),
-    "max_num_batched_tokens": (int, 2048), "block_size_in_tokens": (int, 16),
-    "long_prefill_token_threshold": (int, 0),
-    "admission_policy": (str, "always-admit"), "admission_latency": (int, 0),
-    "routing_latency": (int, 0), "token_bucket_capacity": (float, 10000.0),
-    "token_bucket_refill_rate": (float, 1000.0), "routing_policy": (str, "round-robin"),
-    "routing_scorers": (str, ""), "scheduler": (str, "fcfs"), "preemption_policy": (str, "fcfs"),
-    "snapshot_refresh_interval": (int, 50000), "cache_signal_delay": (int, 50000),
-    "policy_config": ("any", None),
-    "workload": (str, "distribution"), "workload_spec": ("any", None), "rate": (float, 1.0),
-    "num_requests": (int, 100), "timeout": (float, 300.0),
-    "prompt_tokens": (int, 512), "prompt_tokens_stdev": (int, 256), "prompt_tokens_min": (int, 2),
-    "prompt_tokens_max": (int, 7000), "output_tokens": (int, 512),
-    "output_tokens_stdev": (int, 256), "output_tokens_min": (int, 2),
-    "output_tokens_max": (int, 7000), "prefix_tokens": (int, 0),
-    "slo_ttft": (str, ""), "slo_itl": (str, ""), "slo_e2e": (str, ""),
-    "prefill_instances": (int, 0), "decode_instances": (int, 0),
-    "prefill_decode_instances": (int, 0), "pd_decider": (str, "never"),
-    "pd_prefix_threshold": (int, 16), "pd_transfer_bandwidth": (float, 25.0),
-    "pd_transfer_base_latency": (float, 0.05), "pd_transfer_contention": (bool, False),
-    "prefill_tp": (int, 0), "decode_tp": (int, 0), "prefill_hardware": (str, ""),
-    "decode_hardware": (str, ""),
-    "kv_cpu_blocks": (int, 0), "kv_offload_threshold": (float, 0.9),
-    "kv_transfer_bandwidth": (float, 100.0), "kv_transfer_base_latency": (int, 0),
-}
+MAX_REQUESTS = 10_000_000          # per-request metrics arrays: ~0.3 GB at this size
+MAX_INSTANCES = 4096
+MAX_KV_BLOCKS = 1 << 24            # 268M tokens at block size 16: more than any GPU holds
+MAX_DELAY_US = 1 << 53             # 285 years; larger delays overflow the event clock
+MAX_SEED = (1 << 63) - 1           # seeds are int64, as in the reference
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``blis run`` option, declared once: the CLI flag, ``blis.api.simulate`` key and study
+    ``base``/parameter target all use ``name``; ``--help`` and the README flag table read ``help``.
+
+    ``low``/``high`` bound numeric values (inclusive; ``low_open`` makes the lower bound strict).
+    """
+
+    name: str
+    kind: object
+    default: object
+    help: str
+    group: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    shown_default: str | None = None   # how --help and the README show the default
+    registry: str = ""                 # "module:NAME" of the registry listing the valid names
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def choices(self) -> list[str]:
+        """The registry's names (imported on demand: registries pull in numpy)."""
+        if not self.registry:
+            return []
+        import importlib
+
+        module, attr = self.registry.split(":")
+        return list(getattr(importlib.import_module(module), attr))
+
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None or self.default == "":
+            return ""
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+
+def _o(name, kind, default, help, group, **kw) -> Option:
+    return Option(name, kind, default, help, group, **kw)
+
+
+DECLARATIONS: tuple[Option, ...] = (
+    _o("seed", int, 42, "master seed; every random stream derives from it", "general",
+       low=-MAX_SEED - 1, high=MAX_SEED),
+    _o("horizon", int, MAX_INT64, "stop at this simulated time, µs", "general", low=0,
+       shown_default="unbounded"),
+    _o("model", str, "", "model id, e.g. qwen/qwen2.5-7b-instruct (see --list-models)", "deployment",
+       shown_default="required"),
+    _o("hardware", str, "", "GPU type (see --list-hardware)", "deployment",
+       shown_default="from defaults.yaml"),
+    _o("tp", int, 0, "tensor parallelism per instance; must divide the attention heads",
+       "deployment", low=0, shown_default="from defaults.yaml"),
+    _o("dp", int, 1, "data parallelism (MoE models with trained-physics only)", "deployment",
+       low=1),
+    _o("latency_model", str, "trained-physics", "step-time backend",
+       "deployment",
+       registry="blis.latency:LATENCY_MODELS"),
+    _o("alpha_coeffs", list, None, "trained-physics alpha coefficients (comma-separated)",
+       "deployment"),
+    _o("beta_coeffs", list, None, "trained-physics beta coefficients (with --alpha-coeffs)",
+       "deployment"),
+    _o("coefficients", str, "", "trained-physics coefficients file written by `blis calibrate`",
+       "deployment"),
+    _o("max_model_len", int, 0, "context limit in tokens; 0 = the model's, capped by KV capacity",
+       "deployment", low=0),
+    _o("gpu_memory_utilization", float, 0.9, "share of GPU memory for weights+KV, in (0, 1]",
+       "deployment", low=0, high=1, low_open=True),
+    _o("model_config_folder", str, "", "directory of model config.json files (default: bundled)",
+       "deployment"),
+    _o("hardware_config", str, "", "GPU table JSON (default: bundled)", "deployment"),
+    _o("total_kv_blocks", int, None, "KV blocks per instance", "engine", low=1,
+       high=MAX_KV_BLOCKS, shown_default="auto"),
+    _o("max_num_seqs", int, 256, "max running requests per instance (vLLM name)", "engine", low=1),
+    _o("max_num_batched_tokens", int, 2048, "token budget per step (vLLM name)", "engine", low=1),
+    _o("block_size_in_tokens", int, 16, "KV block size in tokens", "engine", low=1),
+    _o("long_prefill_token_threshold", int, 0, "per-request prefill chunk cap; 0 = none", "engine",
+       low=0),
+    _o("kv_cpu_blocks", int, 0, "CPU KV tier size in blocks; 0 = GPU only", "engine", low=0,
+       high=MAX_KV_BLOCKS),
+    _o("kv_offload_threshold", float, 0.9, "accepted for compatibility, in [0, 1]; no effect",
+       "engine", low=0, high=1),
+    _o("kv_transfer_bandwidth", float, 100.0, "CPU->GPU KV reload bandwidth, tokens/µs", "engine",
+       low=0, low_open=True),
+    _o("kv_transfer_base_latency", int, 0, "fixed CPU->GPU reload latency per block, µs", "engine",
+       low=0, high=MAX_DELAY_US),
+    _o("num_instances", int, 1, "identical serving instances", "cluster", low=1,
+       high=MAX_INSTANCES),
+    _o("admission_policy", str, "always-admit", "admission policy",
+       "cluster",
+       registry="blis.admission:ADMISSION_POLICIES"),
+    _o("admission_latency", int, 0, "admission decision delay, µs", "cluster", low=0,
+       high=MAX_DELAY_US),
+    _o("routing_latency", int, 0, "routing decision delay, µs", "cluster", low=0,
+       high=MAX_DELAY_US),
+    _o("token_bucket_capacity", float, 10000.0, "token-bucket size, tokens", "cluster", low=0,
+       low_open=True),
+    _o("token_bucket_refill_rate", float, 1000.0, "token-bucket refill, tokens/s", "cluster",
+       low=0, low_open=True),
+    _o("routing_policy", str, "round-robin", "routing policy", "cluster",
+       registry="blis.routing:ROUTING_POLICIES"),
+    _o("routing_scorers", str, "", "weighted routing only: scorers 'name:weight,...'", "cluster",
+       shown_default="precise-prefix-cache:2,queue-depth:1,kv-utilization:1",
+       registry="blis.routing:SCORERS"),
+    _o("scheduler", str, "fcfs", "wait-queue order", "cluster",
+       registry="blis.scheduler:SCHEDULERS"),
+    _o("preemption_policy", str, "fcfs", "victim on KV exhaustion (fcfs: batch tail)",
+       "cluster",
+       registry="blis.scheduler:PREEMPTION_POLICIES"),
+    _o("snapshot_refresh_interval", int, 50000, "staleness of the router's queue/KV view, µs",
+       "cluster", low=0, high=MAX_DELAY_US),
+    _o("cache_signal_delay", int, 50000, "staleness of the router's prefix-cache view, µs",
+       "cluster", low=0, high=MAX_DELAY_US),
+    _o("policy_config", "any", None, "policy bundle YAML; a flag given on the command line wins",
+       "cluster", shown_default="none"),
+    _o("workload", str, "distribution", "distribution, or a preset: chatbot, contentgen, "
+       "summarization, multidoc", "workload"),
+    _o("workload_spec", "any", None, "WorkloadSpec v2 YAML (overrides --workload)", "workload",
+       shown_default="none"),
+    _o("rate", float, 1.0, "arrival rate, requests/s (distribution and preset modes)", "workload",
+       low=0, low_open=True),
+    _o("num_requests", int, 100, "requests to generate (0 = until --horizon)", "workload", low=0,
+       high=MAX_REQUESTS),
+    _o("timeout", float, 300.0, "per-request timeout, s (>= 1e-6; negative disables)", "workload"),
+    _o("prompt_tokens", int, 512, "mean input length (Gaussian)", "workload", low=0),
+    _o("prompt_tokens_stdev", int, 256, "input length standard deviation", "workload", low=0),
+    _o("prompt_tokens_min", int, 2, "minimum input length", "workload", low=0),
+    _o("prompt_tokens_max", int, 7000, "maximum input length", "workload", low=0),
+    _o("output_tokens", int, 512, "mean output length (Gaussian)", "workload", low=0),
+    _o("output_tokens_stdev", int, 256, "output length standard deviation", "workload", low=0),
+    _o("output_tokens_min", int, 2, "minimum output length", "workload", low=0),
+    _o("output_tokens_max", int, 7000, "maximum output length", "workload", low=0),
+    _o("prefix_tokens", int, 0, "shared prefix prepended to every prompt", "workload", low=0),
+    _o("slo_ttft", str, "", "goodput TTFT targets per class, e.g. 'critical=100ms,standard=500ms'",
+       "SLOs"),
+    _o("slo_itl", str, "", "goodput ITL targets per class", "SLOs"),
+    _o("slo_e2e", str, "", "goodput E2E targets per class", "SLOs"),
+    _o("prefill_instances", int, 0, "P/D: instances in the prefill pool (the first P)", "P/D",
+       low=0),
+    _o("decode_instances", int, 0, "P/D: instances in the decode pool (the next D)", "P/D", low=0),
+    _o("prefill_decode_instances", int, 0, "P/D: instances serving both roles (the next S)", "P/D",
+       low=0),
+    _o("pd_decider", str, "never", "P/D: when to disaggregate", "P/D",
+       registry="blis.pd:DECIDERS"),
+    _o("pd_prefix_threshold", int, 16, "P/D prefix-threshold: uncached input tokens above this "
+       "disaggregate", "P/D", low=0),
+    _o("pd_transfer_bandwidth", float, 25.0, "P/D: KV transfer bandwidth, GB/s", "P/D", low=0,
+       low_open=True),
+    _o("pd_transfer_base_latency", float, 0.05, "P/D: fixed KV transfer latency, ms", "P/D", low=0),
+    _o("pd_transfer_contention", bool, False, "P/D: concurrent transfers share the bandwidth",
+       "P/D"),
+    _o("prefill_tp", int, 0, "P/D: tensor parallelism of prefill instances (0 = --tp)", "P/D",
+       low=0),
+    _o("decode_tp", int, 0, "P/D: tensor parallelism of decode/shared instances (0 = --tp)", "P/D",
+       low=0),
+    _o("prefill_hardware", str, "", "P/D: GPU of prefill instances (default --hardware)", "P/D"),
+    _o("decode_hardware", str, "", "P/D: GPU of decode/shared instances (default --hardware)",
+       "P/D"),
+)
+DECLARED: dict[str, Option] = {o.name: o for o in DECLARATIONS}
+# output files of `blis run` / `blis replay` (not simulation options: no effect on results)
+OUTPUT_DECLARATIONS: tuple[Option, ...] = (
+    _o("metrics_path", str, "", "write cluster metrics + per-request rows as JSON", "outputs"),
+    _o("results_path", str, "", "write the per-request results JSON array", "outputs"),
+    _o("trace_output", str, "", "export the run as TraceV2 (<prefix>.yaml + <prefix>.csv)",
+       "outputs"),
+)
+
+
+def flag_table() -> str:
+    """The README's flag table, generated from the declarations (a test keeps them equal)."""
+    rows = ["| group | flag (default) | meaning |", "|---|---|---|"]
+    last = None
+    for opt in DECLARATIONS + OUTPUT_DECLARATIONS:
+        shown = opt.default_text()
+        cell = f"`{opt.flag}`" + (f" ({shown})" if shown else "")
+        meaning = opt.help
+        if opt.registry:
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in opt.choices())
+        bounds = _bounds_text(opt)
+        if bounds:
+            meaning += f"; {bounds}"
+        rows.append(f"| {opt.group if opt.group != last else ''} | {cell} | {meaning} |")
+        last = opt.group
+    return "\n".join(rows) + "\n"
+
+
+def _bounds_text(opt: Option) -> str:
+    if opt.high is None or opt.high <= 1 or opt.high >= MAX_SEED:
+        return ""
+    return "at most 2^53" if opt.high == MAX_DELAY_US else f"at most {opt.high:,.0f}"
+# name -> (type, default), the shape the rest of the code base reads
+OPTIONS: dict[str, tuple] = {o.name: (o.kind, o.default) for o in DECLARATIONS}
 ALIASES = {"max_num_running_reqs": "max_num_seqs", "max_num_scheduled_tokens": "max_num_batched_tokens"}
-NON_NEGATIVE = ("horizon", "admission_latency", "routing_latency", "snapshot_refresh_interval",
-                "cache_signal_delay", "max_model_len", "long_prefill_token_threshold", "tp",
-                "prefix_tokens", "prefill_instances", "decode_instances", "prefill_decode_instances",
-                "pd_prefix_threshold", "pd_transfer_base_latency", "prefill_tp", "decode_tp",
-                "kv_cpu_blocks", "kv_transfer_base_latency")
-POSITIVE = ("num_instances", "max_num_seqs", "max_num_batched_tokens", "block_size_in_tokens",
-            "dp", "total_kv_blocks", "pd_transfer_bandwidth", "kv_transfer_bandwidth")
+# options that describe how requests are generated: meaningless (and refused) for `blis replay`
+WORKLOAD_OPTIONS = ("workload", "workload_spec", "rate", "num_requests", "timeout", *_DIST_KEYS)
 
 
 def flag(name: str) -> str:
@@ -107,6 +273,18 @@ def _coerce(name: str, kind, value):
         raise ConfigError(flag(name), f"must be {want}, got {value!r}") from None
 
 
+def _check_bounds(opt: Option, value) -> None:
+    if value is None or opt.kind not in (int, float):
+        return
+    if opt.kind is float and math.isinf(value) and opt.name != "horizon":
+        raise ConfigError(flag(opt.name), f"must be finite, got {value}")
+    if opt.low is not None and (value <= opt.low if opt.low_open else value < opt.low):
+        raise ConfigError(flag(opt.name), f"must be {'>' if opt.low_open else '>='} {opt.low:g}, "
+                                          f"got {value:g}")
+    if opt.high is not None and value > opt.high:
+        raise ConfigError(flag(opt.name), f"must be <= {opt.high:g}, got {value:g}")
+
+
 def normalize(options: dict) -> dict:
     """Known keys only, aliases resolved, values coerced to their types."""
     out = {}
@@ -115,12 +293,8 @@ def normalize(options: dict) -> dict:
         if name not in OPTIONS:
             raise ConfigError(flag(name), "unknown option")
         out[name] = _coerce(name, OPTIONS[name][0], value)
-    for name in NON_NEGATIVE:
-        if name in out and out[name] is not None and out[name] < 0:
-            raise ConfigError(flag(name), f"must be >= 0, got {out[name]}")
-    for name in POSITIVE:
-        if name in out and out[name] is not None and out[name] <= 0:
-            raise ConfigError(flag(name), f"must be > 0, got {out[name]}")
+    for name, value in out.items():
+        _check_bounds(DECLARED[name], value)
     return out
 
 
@@ -133,13 +307,7 @@ def load_yaml_source(source, field: str) -> dict:
     if isinstance(source, dict):
         return source
     path = Path(str(source))
-    if not path.is_file():
-        raise ConfigError(field, f"file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
-        raise ConfigError(field, f"invalid YAML in {path}: {first}") from None
+    data = load_yaml_file(path, field)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -526,20 +694,26 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
         bundle = load_yaml_source(opts["policy_config"], "policy-config")
         apply_policy_bundle(bundle, opts, pol)
     _validate_policy_names(pol)
+    _validate_policy_parameters(pol, opts, bundle)
 
     cfg = SimConfig(num_instances=_get(opts, "num_instances"), deployment=dep, engine=engine,
                     policy=pol)
     cfg.pd = _pd_config(opts, cfg.num_instances)
     _infra_config(bundle, cfg, replay)
+    resolved = _resolve(cfg)
     timeout = _get(opts, "timeout")
-    if timeout == 0:
-        raise ConfigError("timeout", "must be non-zero (seconds; negative disables)")
+    if timeout == 0 or 0 < timeout < 1e-6:
+        raise ConfigError("timeout", f"must be >= 1e-6 s (1 µs) or negative to disable, got {timeout:g}")
     timeout_us = int(timeout * 1e6) if timeout > 0 else 0
     spec_targets = {}
     if replay:
+        for name in WORKLOAD_OPTIONS:
+            if name in opts:
+                raise ConfigError(flag(name), "blis replay takes its requests from the trace; "
+                                              "workload flags do not apply")
         cfg.seed = _get(opts, "seed")
         cfg.horizon = _get(opts, "horizon")
-        cfg.max_requests = opts.get("num_requests", 0)
+        cfg.max_requests = 0
         cfg.slo_targets = _merge_targets({}, opts)
         return cfg
     if opts.get("workload_spec") is not None:
@@ -565,9 +739,76 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
         cfg.timeout_override_us = timeout_us
     if cfg.max_requests <= 0 and cfg.horizon >= MAX_INT64:
         raise ConfigError("num-requests", "workload requires either --num-requests > 0 or --horizon")
+    if opts.get("prefix_tokens", 0) > resolved.max_model_len:
+        raise ConfigError("prefix-tokens", f"{opts['prefix_tokens']} exceeds the context limit "
+                                           f"({resolved.max_model_len} tokens)")
+    _check_workload(spec)
     cfg.workload = spec
     cfg.slo_targets = _merge_targets(spec_targets, opts)
+    _check_target_classes(cfg.slo_targets, spec, opts)
     return cfg
+
+
+def _resolve(cfg: SimConfig):
+    """Resolve the deployment now (model fits the GPU, TP divides the heads, context within the
+    model, GPU names known, every P/D pool), so a study pre-flight catches what a run would."""
+    from blis.deployment import resolve_deployment
+    from blis.model_config import derive_max_model_len
+
+    resolved = resolve_deployment(cfg.deployment, cfg.engine)
+    limit = derive_max_model_len(resolved.model_config)
+    if cfg.deployment.max_model_len > limit:
+        raise ConfigError("max-model-len", f"{cfg.deployment.max_model_len} exceeds the model's "
+                                           f"context length ({limit} tokens)")
+    if cfg.pd.enabled:
+        from blis.pd import pool_deployments
+
+        pool_deployments(cfg, resolved)
+    return resolved
+
+
+def _validate_policy_parameters(pol: PolicyConfig, opts: dict, bundle: dict) -> None:
+    """Policy parameters are checked here, not when the policy is first built mid-run."""
+    from blis.admission import _gaie_thresholds, _positive, parse_probabilistic_params
+
+    if pol.admission_policy == "token-bucket":
+        for key in ("token_bucket_capacity", "token_bucket_refill_rate"):
+            where = flag(key) if key in opts else f"admission.{key}"
+            _positive(where, getattr(pol, key))
+    if pol.admission_policy in ("gaie-legacy", "probabilistic"):
+        _gaie_thresholds(pol)
+    if pol.admission_policy == "probabilistic":
+        parse_probabilistic_params(pol.probabilistic_params)
+    if pol.routing_scorers and pol.routing_policy != "weighted":
+        where = "routing-scorers" if opts.get("routing_scorers") else "routing.scorers"
+        raise ConfigError(where, f"scorers apply only to --routing-policy weighted, not "
+                                 f"'{pol.routing_policy}'")
+
+
+def _check_workload(spec) -> None:
+    """Workload-spec checks that would otherwise be silent clamps or merges."""
+    seen: set[str] = set()
+    for i, client in enumerate(spec.clients):
+        if client.id and client.id in seen:
+            raise ConfigError(f"clients[{i}].id", f"duplicate client id {client.id!r}")
+        seen.add(client.id)
+        for side in ("input_distribution", "output_distribution"):
+            dist = getattr(client, side)
+            if dist.type == "constant" and float(dist.params.get("value", 1)) < 1:
+                raise ConfigError(f"clients[{i}].{side}.params.value",
+                                  f"a constant length must be >= 1, got {dist.params['value']:g}")
+
+
+def _check_target_classes(targets: dict, spec, opts: dict) -> None:
+    groups = list(spec.clients) + list(spec.cohorts)
+    if not groups:
+        return
+    classes = {g.slo_class or "default" for g in groups}
+    for dim in ("ttft", "itl", "e2e"):
+        for cls in parse_slo_targets(opts.get(f"slo_{dim}", ""), f"slo-{dim}"):
+            if cls not in classes:
+                raise ConfigError(f"slo-{dim}", f"class {cls!r} is not in the workload "
+                                                f"(classes: {', '.join(sorted(classes))})")
 
 
 def _merge_targets(spec_targets: dict, opts: dict) -> dict:

@@ -27,7 +27,8 @@ from __future__ import annotations
 import copy
 
 from blis.errors import ConfigError
-from blis.options import OPTIONS
+from blis.options import _BUNDLE_KEYS, OPTIONS
+from blis.routing import SCORERS as SCORER_REGISTRY
 from objectives.metrics import SLO_CLASSES
 
 PD_REST = "rest"
@@ -35,10 +36,7 @@ PD_REST = "rest"
 SLO_OPTIONS = ("slo_ttft", "slo_itl", "slo_e2e")
 STRUCTURED_OPTIONS = frozenset({"routing_scorers", "policy_config", "workload_spec", *SLO_OPTIONS})
 SCALAR_OPTIONS = frozenset(OPTIONS) - STRUCTURED_OPTIONS
-SCORERS = frozenset(
-    """queue-depth kv-utilization load-balance active-requests running-requests load-aware vllm-dp
-    precise-prefix-cache prefix-affinity no-hit-lru lora-affinity""".split()
-)
+SCORERS = frozenset(SCORER_REGISTRY)  # the routing registry, not a copy of its names
 
 _DIST = {"type": None, "params": {"<any>": None}, "file": None}
 _CLIENT = {
@@ -56,10 +54,7 @@ _SCHEMA = {
     **{opt: {"<tier>": None} for opt in SLO_OPTIONS},
     "policy_config": {
         "admission": {
-            **dict.fromkeys(
-                """policy token_bucket_capacity token_bucket_refill_rate tier_shed_threshold
-                tier_shed_min_priority gaie_qd_threshold gaie_kv_threshold""".split()
-            ),
+            **dict.fromkeys(sorted(_BUNDLE_KEYS["admission"] - {"slo_priorities", "probabilistic"})),
             "slo_priorities": {"<tier>": None},
             "probabilistic": {"<tier>": {"a": None, "b": None}},
         },

@@ -8,6 +8,7 @@ just these two commands for ``python -m search``. Handlers return the process ex
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from blis.errors import ConfigError
@@ -31,16 +32,17 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from search.driver import Interrupted, default_out_dir, run_search
-    from search.study_file import load_study
+    from search.study_file import check_run_paths, load_study
 
     try:
+        check_run_paths(args.out, args.storage)
         spec = load_study(args.study, probe=_default_probe())
         out = args.out or default_out_dir(spec)
         run_search(
@@ -66,8 +68,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from search.report import write_report
+    from search.study_file import check_report_dir
 
     try:
+        check_report_dir(args.out_dir)
         files = write_report(args.out_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

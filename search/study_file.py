@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from blis.errors import ConfigError
+from blis.yamlsafe import load_yaml_file
 from objectives.constraints import Constraint, parse_constraint
 from objectives.metrics import MAXIMIZE, MINIMIZE, MetricRef, parse_metric
 from objectives.objective import Objective
@@ -95,12 +94,7 @@ class StudySpec:
 def load_study(path: str | Path, probe: Callable[[dict], object] | None = None) -> StudySpec:
     """Read and validate a study file; ``probe`` (e.g. ``blis.options.build_config``) vets option values."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("study", f"file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError("study", f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = load_yaml_file(path, "study")
     if not isinstance(raw, dict):
         raise ConfigError("study", f"{path} must contain a mapping of study keys")
     spec = parse_study(raw, base_dir=path.parent, default_name=path.stem)
@@ -142,6 +136,7 @@ def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "st
     )
     spec.sampler, spec.sampler_options = _parse_sampler(raw.get("sampler"), len(objectives))
     spec.baseline = _parse_baseline(raw.get("baseline"), parameters)
+    check_pricing_names(raw.get("pricing") or {}, base, parameters)
     _check_static_feasibility(spec)
     return spec
 
@@ -155,8 +150,8 @@ def _int(v: object, field: str) -> int:
 def _positive(v: object, field: str, kind: type):
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) or not v > 0:
-        raise ConfigError(field, f"must be a positive {'integer' if kind is int else 'number'}, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) or not v > 0 or not math.isfinite(v):
+        raise ConfigError(field, f"must be a finite positive {'integer' if kind is int else 'number'}, got {v!r}")
     return kind(v)
 
 
@@ -175,12 +170,9 @@ def _load_inline(value: object, field: str, base_dir: Path | None) -> object:
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(field, f"file not found: {path} (relative paths are relative to the study file)") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(field, f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not path.exists():
+        raise ConfigError(field, f"file not found: {path} (relative paths are relative to the study file)")
+    loaded = load_yaml_file(path, field)
     if not isinstance(loaded, dict):
         raise ConfigError(field, f"{path} must contain a mapping")
     return loaded
@@ -379,6 +371,49 @@ def _check_static_feasibility(spec: StudySpec) -> None:
             raise ConfigError(f"constraints[{i}]", f"infeasible space: no configuration meets {c.name} (best possible {best:g})")
 
 
+def check_pricing_names(pricing: dict, base: dict, parameters: list[Parameter]) -> None:
+    """Every priced GPU is one the simulator knows or the study uses (a typo prices nothing;
+    a used GPU the simulator does not know is the probe's to reject)."""
+    from blis.model_config import _hardware_table
+
+    known = set(_hardware_table(str(base.get("hardware_config") or "")))
+    keys = ("hardware", "prefill_hardware", "decode_hardware")
+    known |= {str(base[k]) for k in keys if base.get(k)}
+    known |= {str(c) for p in parameters if p.name in keys for c in p.choices}
+    for gpu in pricing:
+        if gpu not in known:
+            raise ConfigError(f"pricing.{gpu}", f"unknown GPU type; known: {', '.join(sorted(known))}")
+
+
+_STORAGE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres", "oracle", "mssql")
+
+
+def check_run_paths(out: str | None, storage: str | None) -> None:
+    """``--out`` and ``--storage`` are checked before the study starts (no half-created study)."""
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError("out", f"{out} exists and is not a directory")
+    if storage and "://" in storage:
+        scheme = storage.split("://", 1)[0].split("+", 1)[0].lower()
+        if scheme not in _STORAGE_SCHEMES:
+            raise ConfigError("storage", f"unsupported URL scheme {scheme!r}; use a journal file path "
+                                         f"or one of {', '.join(_STORAGE_SCHEMES)}")
+    elif storage and Path(storage).is_dir():
+        raise ConfigError("storage", f"{storage} is a directory; give a journal file path")
+
+
+def check_report_dir(out_dir: str | Path) -> None:
+    """``blis report`` reads, never creates: the directory must hold a readable search.json."""
+    meta = Path(out_dir) / "search.json"
+    if not meta.is_file():
+        raise ConfigError("out_dir", f"{out_dir} holds no search (missing search.json)")
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError("out_dir", f"{meta} is not valid JSON: {str(e)[:120]}") from None
+    if not isinstance(data, dict) or not {"study_name", "storage"} <= set(data):
+        raise ConfigError("out_dir", f"{meta} lacks study_name/storage")
+
+
 def _blames(error: ConfigError, p: Parameter) -> bool:
     f = str(error.field or "").lstrip("-").replace("-", "_")
     root = p.name.split(".")[0]
@@ -427,5 +462,6 @@ def probe_space(spec: StudySpec, probe: Callable[[dict], object]) -> None:
                 raise ConfigError(f"parameters.{p.name}", f"value {value!r} is rejected by the simulator: {blamed[0].message}")
     if len(errors) == tried:
         e = errors[0]
-        where = f"base.{e.field}" if e.field in spec.base else (e.field or "parameters")
+        key = str(e.field or "").replace("-", "_")
+        where = f"base.{key}" if key in spec.base else (e.field or "parameters")
         raise ConfigError(where, f"infeasible space: the simulator rejects every probed configuration, e.g. {e.message}")

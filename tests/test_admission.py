@@ -198,7 +198,13 @@ def test_gaie_validation(field, kw):
 
 
 def test_gaie_kv_threshold_one_allowed():
-    build(admission_policy="gaie-legacy", gaie_kv_threshold=1.0)
+    """1.0 is the upper end of (0, 1]: accepted, and a full KV cache then saturates exactly."""
+    p = build(admission_policy="gaie-legacy", gaie_kv_threshold=1.0)
+    assert p.kv_threshold == 1.0
+    assert not p.admit(req("sheddable"), state(snap(kv=1.0)))[0]
+    assert p.admit(req("sheddable"), state(snap(kv=0.99)))[0]
+    with pytest.raises(ConfigError):
+        build(admission_policy="gaie-legacy", gaie_kv_threshold=1.0 + 1e-9)
 
 
 # ---- probabilistic --------------------------------------------------------------------------
@@ -332,6 +338,10 @@ def test_tenant_budget_validation(frac):
 
 
 def test_plain_policies_have_noop_callbacks():
-    p = build()
-    p.on_routed(req())
-    p.on_finished(req())
+    """Callbacks of undecorated policies change neither their state nor their decisions."""
+    for name in ("always-admit", "reject-all", "token-bucket"):
+        p = build(admission_policy=name, token_bucket_capacity=15)
+        before = dict(vars(p))
+        assert p.on_routed(req()) is None and p.on_finished(req()) is None
+        assert vars(p) == before
+        assert p.admit(req(n_in=10), state())[0] == (name != "reject-all")

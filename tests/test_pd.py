@@ -238,10 +238,10 @@ def test_bad_pd_configs_name_the_field(opts, field):
 
 
 def test_bad_pool_hardware_is_reported_per_pool():
-    cfg = build_config({"model": MODEL, "num_instances": 2, "prefill_instances": 1,
-                        "decode_instances": 1, "prefill_hardware": "TPU9"})
+    """Caught while validating (build_config resolves every pool), before anything runs."""
     with pytest.raises(ConfigError) as exc:
-        run_simulation(cfg)
+        build_config({"model": MODEL, "num_instances": 2, "prefill_instances": 1,
+                      "decode_instances": 1, "prefill_hardware": "TPU9"})
     assert exc.value.field == "prefill-hardware"
     assert "prefill pool" in str(exc.value)
 

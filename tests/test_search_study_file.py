@@ -10,6 +10,7 @@ import search_fakes
 from blis.errors import ConfigError
 from search.cli import main
 from search.study_file import load_study, parse_study, probe_space
+from objectives.paths import apply_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,10 +141,15 @@ def test_pd_split_prefill_range_must_leave_a_decode_pool():
 
 
 def test_prefill_decode_options_are_ordinary_targets():
-    parse_study(with_param("decode_instances", {"type": "int", "low": 1, "high": 4}))
+    spec = parse_study(with_param("decode_instances", {"type": "int", "low": 1, "high": 4}))
+    p = next(p for p in spec.parameters if p.name == "decode_instances")
+    assert (p.kind, p.low, p.high) == ("int", 1, 4)
+    assert apply_params(spec.base, {"decode_instances": 3})["decode_instances"] == 3
     d = study()
     d["base"] = {**d["base"], "prefill_tp": 2}
-    parse_study(d)
+    assert parse_study(d).base["prefill_tp"] == 2
+    d["base"] = {**d["base"], "prefill_tpp": 2}
+    assert error_of(d).field == "base.prefill_tpp"
 
 
 def test_policy_and_workload_files_are_read_relative_to_the_study(tmp_path):

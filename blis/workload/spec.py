@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from blis.errors import ConfigError
+from blis.yamlsafe import load_yaml_text, read_text
 from blis.workload.arrivals import ARRIVAL_SAMPLERS
 from blis.workload.lengths import make_length_sampler
 
@@ -242,16 +243,9 @@ _StrictLoader.add_implicit_resolver(
 
 def load_yaml(path_or_text: str | os.PathLike, field_name: str, *, is_path: bool = True) -> Any:
     """Load one YAML document strictly; I/O and syntax problems become ConfigError(field_name)."""
-    if is_path:
-        try:
-            text = Path(path_or_text).read_text()
-        except OSError as exc:
-            raise ConfigError(field_name, f"cannot read {os.fspath(path_or_text)}: "
-                                          f"{exc.strerror or exc}") from None
-    else:
-        text = str(path_or_text)
+    text = read_text(path_or_text, field_name) if is_path else str(path_or_text)
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        return load_yaml_text(text, field_name, _StrictLoader)
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(field_name, f"invalid YAML: {first}") from None

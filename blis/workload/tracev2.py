@@ -214,6 +214,9 @@ def parse_trace_header(data: Any, field_name: str = "trace-header") -> dict:
     m = _Map(data, "", _HEADER_KEYS, field_name)
     out: dict[str, Any] = {}
     out["trace_version"] = m.integer("trace_version")
+    if not 0 <= out["trace_version"] <= TRACE_VERSION:
+        raise ConfigError("trace_version", f"must be <= {TRACE_VERSION} (this reader's version), "
+                                           f"got {out['trace_version']}")
     out["time_unit"] = m.text("time_unit")
     if out["time_unit"] not in ("", "microseconds"):
         raise ConfigError("time_unit", f"only 'microseconds' is supported, got {out['time_unit']!r}")
@@ -293,6 +296,10 @@ _NON_NEGATIVE = ("input_tokens", "output_tokens", "prefix_length", "arrival_time
                  "send_time_us", "deadline_us", "server_input_tokens")
 
 
+# token counts above 10^7 fit no model's context; times above 2^53 us (285 years) lose precision
+_MAX_CELL = {False: 10_000_000, True: 1 << 53}
+
+
 def _kind(col: str) -> str:
     return "int" if col in _INT_COLUMNS else "float" if col in _FLOAT_COLUMNS else "bool"
 
@@ -303,14 +310,14 @@ def read_trace_rows(data_path: str | os.PathLike) -> list[dict]:
     Cells are converted column by column (fast for large traces); errors name the CSV line.
     """
     try:
-        fh = open(data_path, newline="")
+        fh = open(data_path, newline="", encoding="utf-8")
     except OSError as exc:
         raise ConfigError("trace-data", f"cannot read {os.fspath(data_path)}: "
                                         f"{exc.strerror or exc}") from None
     with fh:
         try:
             lines = [(i, cells) for i, cells in enumerate(csv.reader(fh), start=1) if cells]
-        except csv.Error as exc:
+        except (csv.Error, UnicodeDecodeError) as exc:
             raise ConfigError("trace-data", f"invalid CSV: {exc}") from None
     if not lines:
         raise ConfigError("trace-data", "empty CSV (no header row)")
@@ -352,6 +359,9 @@ def read_trace_rows(data_path: str | os.PathLike) -> list[dict]:
         for (line_no, _), v in zip(body, by_name[name]):
             if v < 0:
                 raise ConfigError(f"trace-data line {line_no}: {name}", f"must be >= 0, got {v}")
+            if v > _MAX_CELL[name.endswith("_us")]:
+                raise ConfigError(f"trace-data line {line_no}: {name}",
+                                  f"must be <= {_MAX_CELL[name.endswith('_us')]}, got {v}")
     return [dict(zip(names, vals)) for vals in zip(*columns)] if body else []
 
 
