@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +48,28 @@ def default_out_dir(spec: StudySpec) -> Path:
     return Path("out") / spec.name
 
 
+def resolve_storage(storage: str | None, out_dir: Path) -> str:
+    """The storage as an absolute URL or journal path, so it means the same from any directory.
+
+    ``sqlite:///x.db`` is relative to the current directory; it becomes ``sqlite:////abs/x.db``.
+    Other URLs (server databases) are kept as given.
+    """
+    if storage and storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///") :]
+        return "sqlite:///" + str(Path(path).resolve()) if path and path != ":memory:" else storage
+    if storage and "://" in storage:
+        return storage
+    return str((Path(storage) if storage else out_dir / JOURNAL_NAME).resolve())
+
+
+def _storage_missing(storage: str) -> bool:
+    """A file-backed storage whose file is gone (opening it would create an empty study store)."""
+    if storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///") :]
+        return bool(path) and path != ":memory:" and not Path(path).exists()
+    return "://" not in storage and not Path(storage).exists()
+
+
 def open_storage(storage: str | None, out_dir: Path):
     """An Optuna storage: any URL Optuna accepts (``sqlite:///x.db``...) or a journal file path."""
     if storage and "://" in storage:
@@ -71,8 +94,15 @@ def load_run(out_dir: Path) -> tuple[optuna.Study, StudySpec]:
     storage = meta["storage"]
     if "://" not in storage and not Path(storage).is_absolute():
         storage = str(out_dir / storage)
+    if _storage_missing(storage) and not _storage_missing(str(out_dir / JOURNAL_NAME)):
+        storage = str(out_dir / JOURNAL_NAME)  # the output directory was moved with its journal
+    if _storage_missing(storage):
+        raise ConfigError("storage", f"{storage} (recorded in {meta_path}) does not exist")
     quiet_optuna()
-    study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(storage, out_dir))
+    try:
+        study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(storage, out_dir))
+    except KeyError:
+        raise ConfigError("storage", f"{storage} holds no study named {meta['study_name']!r}") from None
     spec = parse_study(study.user_attrs["spec"], default_name=meta["study_name"])
     return study, spec
 
@@ -210,11 +240,11 @@ def run_search(
             # journal lock left by a SIGKILLed driver is stale: drop it instead of waiting out
             # Optuna's 30 s grace period.
             (out / (JOURNAL_NAME + ".lock")).unlink(missing_ok=True)
+        where = resolve_storage(storage, out)
         study = optuna.create_study(
-            storage=open_storage(storage, out), study_name=spec.name, directions=spec.directions, load_if_exists=True
+            storage=open_storage(where, out), study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
-        _check_same_study(study, spec, storage or str(out / JOURNAL_NAME))
-        where = storage if storage and "://" in storage else str(Path(storage).resolve()) if storage else JOURNAL_NAME
+        _check_same_study(study, spec, where)
         (out / META_NAME).write_text(json.dumps({"study_name": spec.name, "storage": where}, indent=2) + "\n")
         recover(study)
         existing = study.get_trials(deepcopy=False)
@@ -253,6 +283,13 @@ def _check_same_study(study: optuna.Study, spec: StudySpec, where: str) -> None:
             f"study {spec.name!r} in {where} was created from a different study file "
             "(base, parameters, objectives, constraints, seeds or pricing changed); use another --out or --storage",
         )
+    if study.metric_names != spec.metric_names:
+        # Names shown by optuna.visualization and optuna-dashboard; constraints are stored as a
+        # list (see _store_constraints), so their names are recorded in the same order.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.metric_names)
+        study.set_user_attr("constraint_names", [c.name for c in spec.constraints])
 
 
 def _loop(study, spec: StudySpec, budget: int, workers: int, timeout: float | None, simulate, progress: bool) -> None:
@@ -320,8 +357,7 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
         trial.set_user_attr("error", outcome.message)
         study.tell(trial, state=TrialState.FAIL)
         return False
-    for name, violation in outcome.constraints.items():
-        trial.set_constraint(name, violation)
+    _store_constraints(trial, list(outcome.constraints.values()))
     trial.set_user_attr("metrics", outcome.metrics)
     if outcome.spread:
         trial.set_user_attr("spread", outcome.spread)
@@ -332,10 +368,21 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
 
 def _tell_duplicate(study: optuna.Study, trial: optuna.trial.Trial, twin: optuna.trial.FrozenTrial) -> None:
     """Same params as a completed trial: the simulator is deterministic, so reuse its result."""
-    for name, violation in twin.constraints.items():
-        trial.set_constraint(name, violation)
+    _store_constraints(trial, list(twin.constraints.values()))
     for key in ("metrics", "spread"):
         if key in twin.user_attrs:
             trial.set_user_attr(key, twin.user_attrs[key])
     trial.set_user_attr("duplicate_of", twin.number)
     study.tell(trial, twin.values)
+
+
+def _store_constraints(trial: optuna.trial.Trial, violations: list[float]) -> None:
+    """Constraint values in the trial's ``constraints`` system attr, as a list in spec order.
+
+    That is where Optuna's samplers' ``constraints_func`` puts them and what every reader
+    understands: Optuna 5 (``best_trials``, visualisation, samplers) reads it as well as the
+    per-name keys ``Trial.set_constraint`` writes, but optuna-dashboard reads only the list, so
+    per-name keys would make it show infeasible trials as feasible.
+    """
+    if violations:
+        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", violations)
