@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
 
 from blis.errors import ConfigError
 
@@ -42,8 +45,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     try:
         spec = load_study(args.study, probe=_default_probe())
-        out = args.out or default_out_dir(spec)
-        run_search(
+        out = Path(args.out or default_out_dir(spec))
+        started, clock = datetime.now(), time.monotonic()
+        study = run_search(
             spec,
             trials=args.trials,
             workers=args.workers,
@@ -60,7 +64,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume", file=sys.stderr)
         return 130
-    print(f"report: {out}/recommendations.md")
+    from search.summary import summary_text
+
+    print(summary_text(study, spec, out, started, time.monotonic() - clock))
     return 0
 
 
