@@ -114,9 +114,14 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
 
 
 def _front(df: pd.DataFrame) -> pd.DataFrame:
+    """Front rows, knee first; one row per distinct parameter set (a trial proposed while its
+    twin was still running is not marked ``duplicate_of`` but is the same configuration)."""
     front = df[(df["pareto_rank"] == 1)]
     if "duplicate_of" in front:
         front = front[front["duplicate_of"].isna()]
+    params = [c for c in front.columns if c.startswith("param:")]
+    if params:
+        front = front.sort_values("trial").drop_duplicates(subset=params)
     return front.sort_values(["ideal_distance", "trial"])
 
 
