@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
 
 from blis.errors import ConfigError
 
@@ -44,8 +47,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     try:
         check_run_paths(args.out, args.storage)
         spec = load_study(args.study, probe=_default_probe())
-        out = args.out or default_out_dir(spec)
-        run_search(
+        out = Path(args.out or default_out_dir(spec))
+        started, clock = datetime.now(), time.monotonic()
+        study = run_search(
             spec,
             trials=args.trials,
             workers=args.workers,
@@ -62,7 +66,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     except (Interrupted, KeyboardInterrupt) as e:
         print("interrupted: re-run the same command to resume", file=sys.stderr)
         return 128 + (e.signum if isinstance(e, Interrupted) else 2)
-    print(f"report: {out}/recommendations.md")
+    from search.summary import summary_text
+
+    print(summary_text(study, spec, out, started, time.monotonic() - clock))
     return 0
 
 

@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import time
+import warnings
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,10 +67,25 @@ def load_run(out_dir: Path) -> tuple[optuna.Study, StudySpec]:
     storage = meta["storage"]
     if "://" not in storage and not Path(storage).is_absolute():
         storage = str(out_dir / storage)
+    target = resolve_storage(storage, out_dir)
+    own = resolve_storage(None, out_dir)
+    if _missing(target) and not _missing(own):
+        target = own  # the output directory was moved with its journal
+    if _missing(target):
+        raise ConfigError("storage", f"{target.where} (recorded in {meta_path}) does not exist")
     quiet_optuna()
-    study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(resolve_storage(storage, out_dir)))
+    try:
+        study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(target))
+    except KeyError:
+        raise ConfigError("storage", f"{target.where} holds no study named {meta['study_name']!r}") from None
     spec = parse_study(study.user_attrs["spec"], default_name=meta["study_name"])
     return study, spec
+
+
+def _missing(target: StorageTarget) -> bool:
+    """A file-backed storage whose file is gone (opening it would create an empty study store)."""
+    local = target.local_file
+    return local is not None and not local.exists()
 
 
 def quiet_optuna() -> None:
@@ -202,6 +218,13 @@ def _check_same_study(study: optuna.Study, spec: StudySpec, where: str) -> None:
             f"study {spec.name!r} in {where} was created from a different study file "
             "(base, parameters, objectives, constraints, seeds or pricing changed); use another --out or --storage",
         )
+    if study.metric_names != spec.metric_names:
+        # Names shown by optuna.visualization and optuna-dashboard; constraints are stored as a
+        # list (see _store_constraints), so their names are recorded in the same order.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.metric_names)
+        study.set_user_attr("constraint_names", [c.name for c in spec.constraints])
 
 
 class _Loop:
@@ -312,11 +335,22 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
         trial.set_user_attr("error", outcome.message)
         study.tell(trial, state=TrialState.FAIL)
         return False
-    for name, violation in outcome.constraints.items():
-        trial.set_constraint(name, violation)
+    _store_constraints(trial, list(outcome.constraints.values()))
     trial.set_user_attr("metrics", outcome.metrics)
     if outcome.spread:
         trial.set_user_attr("spread", outcome.spread)
     trial.set_user_attr("seconds", round(outcome.seconds, 3))
     study.tell(trial, outcome.values)
     return True
+
+
+def _store_constraints(trial: optuna.trial.Trial, violations: list[float]) -> None:
+    """Constraint values in the trial's ``constraints`` system attr, as a list in spec order.
+
+    That is where Optuna's samplers' ``constraints_func`` puts them and what every reader
+    understands: Optuna 5 (``best_trials``, visualisation, samplers) reads it as well as the
+    per-name keys ``Trial.set_constraint`` writes, but optuna-dashboard reads only the list, so
+    per-name keys would make it show infeasible trials as feasible.
+    """
+    if violations:
+        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", violations)

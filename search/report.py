@@ -1,9 +1,11 @@
-"""Search report: trials.csv, pareto.csv, recommendations.md, summary.json and front plots.
+"""Search report: trials.csv, pareto.csv, recommendations.md, report.html, summary.json, PNGs.
 
-Recommendations are the feasible Pareto front, ordered by distance to the ideal point in
-min-max normalised objective space (the most balanced trade-off first), each with the full
-``blis run`` command that reproduces it. Inline policy bundles and workload specs are written to
-``configs/`` next to the report, named by content hash, and referenced by path.
+Recommendations are every point of the feasible Pareto front, ordered by distance to the ideal
+point in min-max normalised objective space (the knee, the most balanced trade-off, first),
+each with a configuration label, per-tier rejection, what it gains and gives up against the
+baseline and its neighbours (search/tradeoffs.py), and the full ``blis run`` command that
+reproduces it. Inline policy bundles and workload specs are written to ``configs/`` next to the
+report, named by content hash, and referenced by absolute path so commands run from anywhere.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import re
 import shlex
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -21,10 +24,10 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
+from search import tradeoffs
 from search.driver import is_interrupted, load_run
 from search.study_file import StudySpec
 
-MAX_RECOMMENDATIONS = 10
 _FILE_OPTIONS = ("policy_config", "workload_spec")
 
 
@@ -52,23 +55,6 @@ def pareto_ranks(points: dict[int, list[float]]) -> dict[int, int]:
     return ranks
 
 
-def _ideal_distance(points: dict[int, list[float]]) -> dict[int, float]:
-    """Euclidean distance to the ideal point after per-objective min-max normalisation."""
-    if not points:
-        return {}
-    dims = len(next(iter(points.values())))
-    lo, hi = [], []
-    for d in range(dims):
-        col = [v[d] for v in points.values() if math.isfinite(v[d])]
-        lo.append(min(col) if col else 0.0)
-        hi.append(max(col) if col else 1.0)
-    out = {}
-    for k, v in points.items():
-        parts = [((v[d] - lo[d]) / (hi[d] - lo[d]) if hi[d] > lo[d] else 0.0) for d in range(dims)]
-        out[k] = math.sqrt(sum(p * p for p in parts)) if all(math.isfinite(p) for p in parts) else math.inf
-    return out
-
-
 def blis_run_command(spec: StudySpec, params: dict, config_dir: Path) -> str:
     """The ``blis run`` command line of a trial; inline dicts go to files under ``config_dir``."""
     options = spec.objective().options(params)
@@ -89,6 +75,11 @@ def blis_run_command(spec: StudySpec, params: dict, config_dir: Path) -> str:
     return " ".join(words)
 
 
+def constraint_name(spec: StudySpec, key: str) -> str:
+    """Constraints are stored as a list (keys ``0``, ``1``...); older studies stored names."""
+    return spec.constraints[int(key)].name if key.isdigit() and int(key) < len(spec.constraints) else key
+
+
 def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
     names, signs = spec.metric_names, [1 if d == "minimize" else -1 for d in spec.directions]
     trials = study.get_trials(deepcopy=False)
@@ -98,7 +89,8 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
         if t.state == TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())
     }
     ranks = pareto_ranks(feasible)
-    distance = _ideal_distance({k: v for k, v in feasible.items() if ranks[k] == 1})
+    by_number = {t.number: t for t in trials}
+    distance = tradeoffs.ideal_distance({k: list(by_number[k].values) for k in feasible if ranks[k] == 1}, spec.directions)
     rows = []
     for t in trials:
         row: dict = {"trial": t.number, "state": _state(t)}
@@ -109,7 +101,7 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
             row.update(zip(names, t.values))
         row.update({f"param:{k}": v for k, v in t.params.items()})
         row.update({f"metric:{k}": v for k, v in (t.user_attrs.get("metrics") or {}).items() if k not in names})
-        row.update({f"violation:{k}": v for k, v in t.constraints.items()})
+        row.update({f"violation:{constraint_name(spec, k)}": v for k, v in t.constraints.items()})
         for key in ("baseline", "requeued_from", "duplicate_of", "seconds", "error"):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
@@ -122,18 +114,15 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
 
 
 def _front(df: pd.DataFrame) -> pd.DataFrame:
+    """Front rows, knee first; one row per distinct parameter set (a trial proposed while its
+    twin was still running is not marked ``duplicate_of`` but is the same configuration)."""
     front = df[(df["pareto_rank"] == 1)]
     if "duplicate_of" in front:
         front = front[front["duplicate_of"].isna()]
+    params = [c for c in front.columns if c.startswith("param:")]
+    if params:
+        front = front.sort_values("trial").drop_duplicates(subset=params)
     return front.sort_values(["ideal_distance", "trial"])
-
-
-def _fmt(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if isinstance(x, float):
-        return "inf" if math.isinf(x) else f"{x:.4g}"
-    return str(x)
 
 
 def _baseline_row(df: pd.DataFrame):
@@ -143,17 +132,70 @@ def _baseline_row(df: pd.DataFrame):
     return rows.iloc[0] if len(rows) else None
 
 
-def _recommendations(spec: StudySpec, df: pd.DataFrame, front: pd.DataFrame, baseline, params_of: dict) -> str:
+@dataclass
+class Point:
+    """One configuration as the reports show it (a front point or the baseline)."""
+
+    trial: int
+    label: str
+    values: list[float]
+    metrics: dict[str, float]
+    params: dict
+    command: str
+    score: float | None = None
+    feasible: bool = True
+    why: list[str] = field(default_factory=list)
+
+    def rejection(self) -> dict[str, float]:
+        """Per-tier rejection rate, tier -> fraction."""
+        return {k.partition("@")[2]: v for k, v in self.metrics.items() if k.startswith("rejection_rate@")}
+
+    def headline(self, names: list[str]) -> dict[str, float]:
+        return {k: v for k, v in self.metrics.items() if "@" not in k and k not in names and _finite(v) is not None}
+
+
+def _points(spec: StudySpec, study: optuna.Study, df: pd.DataFrame, out_dir: Path) -> tuple[list[Point], Point | None]:
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    config_dir = out_dir.resolve() / "configs"
+    objective = spec.objective()
+
+    def point(n: int, **kw) -> Point:
+        t = by_number[n]
+        return Point(
+            trial=n,
+            label=tradeoffs.config_label(objective.options(t.params), t.params),
+            values=list(t.values),
+            metrics=dict(t.user_attrs.get("metrics") or {}),
+            params=dict(t.params),
+            command=blis_run_command(spec, t.params, config_dir),
+            **kw,
+        )
+
+    front = _front(df)
+    points = [point(int(r["trial"]), score=float(r["ideal_distance"])) for _, r in front.iterrows()]
+    row = _baseline_row(df)
+    baseline = None if row is None else point(int(row["trial"]), feasible=bool(row["feasible"]))
+    knee = points[0].trial if points else None
+    pairs = [(p.trial, p.values) for p in points]
+    for p in points:
+        p.why = tradeoffs.why(p.trial, pairs, spec.metric_names, spec.directions,
+                              None if baseline is None else (baseline.trial, baseline.values), knee)
+    return points, baseline
+
+
+def _recommendations(spec: StudySpec, df: pd.DataFrame, points: list[Point], baseline: Point | None) -> str:
+    names = spec.metric_names
     counts = Counter(df["state"])
+    duplicates = int(df["duplicate_of"].notna().sum()) if "duplicate_of" in df else 0
     lines = [f"# Recommendations: {spec.name}", ""]
     if spec.description:
         lines += [spec.description, ""]
     lines += [
         f"{len(df)} trials: {counts.get('COMPLETE', 0)} complete "
-        f"({int((df['feasible'] == True).sum())} feasible), {counts.get('FAIL', 0)} failed, "  # noqa: E712
-        f"{counts.get('INTERRUPTED', 0)} interrupted and re-run.",
+        f"({int((df['feasible'] == True).sum())} feasible; duplicates reused: {duplicates}), "  # noqa: E712
+        f"{counts.get('FAIL', 0)} failed, {counts.get('INTERRUPTED', 0)} interrupted and re-run.",
         "",
-        "Objectives: " + ", ".join(f"`{m}` ({d})" for m, d in zip(spec.metric_names, spec.directions)) + ".",
+        "Objectives: " + ", ".join(f"`{m}` ({d}, {tradeoffs.unit(m) or 'no unit'})" for m, d in zip(names, spec.directions)) + ".",
     ]
     if spec.constraints:
         lines.append("Constraints: " + ", ".join(f"`{c.name}`" for c in spec.constraints) + ".")
@@ -161,41 +203,58 @@ def _recommendations(spec: StudySpec, df: pd.DataFrame, front: pd.DataFrame, bas
         lines.append(f"Metrics are means over seeds {spec.seeds}; commands use seed {spec.seeds[0]}.")
     if baseline is not None:
         lines.append(
-            f"Baseline (trial {baseline['trial']}): "
-            + ", ".join(f"`{m}` = {_fmt(baseline[m])}" for m in spec.metric_names)
-            + ("" if baseline["feasible"] else " (infeasible)")
+            f"Baseline (trial {baseline.trial}, {baseline.label}): "
+            + ", ".join(f"`{m}` = {tradeoffs.fmt(v, m)}" for m, v in zip(names, baseline.values))
+            + _rejection_text(baseline)
+            + ("" if baseline.feasible else " (infeasible)")
             + "."
         )
     lines.append("")
-    if front.empty:
+    if not points:
         lines.append("**No feasible trial completed**, so there is no front to recommend.")
         errors = Counter(df["error"].dropna()) if "error" in df else Counter()
         for message, n in errors.most_common(5):
             lines.append(f"- {n} trial(s) failed with: `{message}`")
         return "\n".join(lines) + "\n"
     lines += [
-        f"## Pareto front ({len(front)} configurations, most balanced first)",
+        f"## Pareto front: all {len(points)} configurations, knee first",
         "",
+        "Ranked by score = distance to the ideal point after min-max normalising each objective over the front "
+        "(0 = best in every objective); the first is the knee.",
+        "",
+        "| # | trial | configuration | " + " | ".join(f"`{m}`" for m in names) + " | score |",
+        "|---|---|---|" + "---|" * len(names) + "---|",
     ]
-    for i, (_, row) in enumerate(front.head(MAX_RECOMMENDATIONS).iterrows(), 1):
-        lines += [f"### {i}. Trial {row['trial']}", "", "| metric | value |" + (" vs baseline |" if baseline is not None else ""), "|---|---|" + ("---|" if baseline is not None else "")]
-        for m in spec.metric_names:
-            cell = f"| `{m}` | {_fmt(row[m])} |"
-            if baseline is not None:
-                b, v = baseline[m], row[m]
-                change = f"{(v - b) / abs(b) * 100:+.1f}%" if b and math.isfinite(b) and math.isfinite(v) else "-"
-                cell += f" {change} |"
-            lines.append(cell)
-        extras = [c for c in row.index if c.startswith("metric:") and "@" not in c and _finite(row[c]) is not None]
+    for i, p in enumerate(points, 1):
+        lines.append(f"| {i} | {p.trial} | {p.label} | " + " | ".join(tradeoffs.fmt(v, m) for m, v in zip(names, p.values)) + f" | {p.score:.3f} |")
+    lines.append("")
+    for i, p in enumerate(points, 1):
+        lines += [f"### {i}. Trial {p.trial}: {p.label}", ""]
+        lines += [f"- {sentence}" for sentence in p.why]
+        lines += ["", "| metric | value |" + (" baseline |" if baseline is not None else ""), "|---|---|" + ("---|" if baseline is not None else "")]
+        for m, v in zip(names, p.values):
+            lines.append(f"| `{m}` | {tradeoffs.fmt(v, m)} |" + (f" {tradeoffs.fmt(baseline.values[names.index(m)], m)} |" if baseline is not None else ""))
+        for tier, v in p.rejection().items():
+            b = baseline.rejection().get(tier) if baseline is not None else None
+            lines.append(f"| rejected ({tier}) | {tradeoffs.fmt(v, 'rejection_rate')} |" + (f" {tradeoffs.fmt(b, 'rejection_rate')} |" if baseline is not None else ""))
+        extras = p.headline(names)
         if extras:
-            lines += ["", "Other metrics: " + ", ".join(f"{c[7:]}={_fmt(row[c])}" for c in extras)]
-        params = params_of[int(row["trial"])]
-        lines += ["", "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in params.items()), "", "```sh", row["command"], "```", ""]
+            lines += ["", "Other metrics: " + ", ".join(f"{k}={tradeoffs.fmt(v, k)}" for k, v in extras.items())]
+        lines += ["", "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in p.params.items()), "", "```sh", p.command, "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _rejection_text(p: Point) -> str:
+    rej = p.rejection()
+    return (", rejected " + ", ".join(f"{t} {tradeoffs.fmt(v, 'rejection_rate')}" for t, v in rej.items())) if rej else ""
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def objective_pairs(names: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [("trial", names[0])]
 
 
 def _plots(spec: StudySpec, df: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -206,9 +265,10 @@ def _plots(spec: StudySpec, df: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     names = spec.metric_names
     complete = df[df["state"] == "COMPLETE"]
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [("trial", names[0])]
+    if "duplicate_of" in complete:
+        complete = complete[complete["duplicate_of"].isna()]
     written = []
-    for x, y in pairs:
+    for x, y in objective_pairs(names):
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
         finite = complete[[x, y]].apply(pd.to_numeric, errors="coerce").map(math.isfinite).all(axis=1)
         data = complete[finite]
@@ -220,16 +280,21 @@ def _plots(spec: StudySpec, df: pd.DataFrame, out_dir: Path) -> list[Path]:
         for part, style in groups:
             if len(part):
                 ax.scatter(part[x], part[y], **style)
-        front = data[data["pareto_rank"] == 1].sort_values(x)
-        if len(front) > 1 and x != "trial":
-            ax.plot(front[x], front[y], color="tab:blue", alpha=0.5, drawstyle="steps-post")
-        for _, row in front.iterrows():
-            ax.annotate(str(row["trial"]), (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if x != "trial":
+            feasible = data[data["feasible"] == True]  # noqa: E712
+            dirs = [spec.directions[names.index(x)], spec.directions[names.index(y)]]
+            keep = tradeoffs.non_dominated({int(r["trial"]): [r[x], r[y]] for _, r in feasible.iterrows()}, dirs)
+            front2d = feasible[feasible["trial"].isin(keep)].sort_values(x)
+            if len(front2d) > 1:
+                ax.plot(front2d[x], front2d[y], color="tab:blue", alpha=0.5, drawstyle="steps-post", label="2-D front")
+            for axis, col in (("x", x), ("y", y)):
+                if tradeoffs.log_axis(list(data[col])):
+                    getattr(ax, f"set_{axis}scale")("log")
         base = data[data["baseline"] == True] if "baseline" in data else data.iloc[0:0]  # noqa: E712
         if len(base):
             ax.scatter(base[x], base[y], marker="*", s=200, color="black", zorder=4, label="baseline")
-        ax.set_xlabel(x if x == "trial" else f"{x} ({spec.directions[names.index(x)]})")
-        ax.set_ylabel(f"{y} ({spec.directions[names.index(y)]})")
+        ax.set_xlabel(x if x == "trial" else _axis_title(spec, x))
+        ax.set_ylabel(_axis_title(spec, y))
         ax.set_title(spec.name)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -240,6 +305,12 @@ def _plots(spec: StudySpec, df: pd.DataFrame, out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _axis_title(spec: StudySpec, metric: str) -> str:
+    direction = spec.directions[spec.metric_names.index(metric)]
+    u = tradeoffs.unit(metric)
+    return f"{metric} ({u + ', ' if u else ''}{'lower' if direction == 'minimize' else 'higher'} is better)"
 
 
 def _json_safe(x):
@@ -256,18 +327,23 @@ def _json_safe(x):
 
 def write_report(out_dir: str | Path, study: optuna.Study | None = None, spec: StudySpec | None = None) -> list[Path]:
     """Write every report file into ``out_dir`` and return their paths."""
+    from search.report_html import write_html
+
     out_dir = Path(out_dir)
     if study is None or spec is None:
         study, spec = load_run(out_dir)
     df = trial_table(study, spec)
+    points, baseline = _points(spec, study, df, out_dir)
     front = _front(df).copy()
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    front["command"] = [blis_run_command(spec, by_number[n].params, out_dir / "configs") for n in front["trial"]]
-    baseline = _baseline_row(df)
-    files = [out_dir / "trials.csv", out_dir / "pareto.csv", out_dir / "recommendations.md", out_dir / "summary.json"]
+    front["label"] = [p.label for p in points]
+    front["command"] = [p.command for p in points]
+    front["why"] = [" ".join(p.why) for p in points]
+    names = ("trials.csv", "pareto.csv", "recommendations.md", "report.html", "summary.json")
+    files = [out_dir / n for n in names]
     df.to_csv(files[0], index=False)
     front.to_csv(files[1], index=False)
-    files[2].write_text(_recommendations(spec, df, front, baseline, {n: t.params for n, t in by_number.items()}))
+    files[2].write_text(_recommendations(spec, df, points, baseline))
+    write_html(files[3], spec, df, points, baseline)
     files += _plots(spec, df, out_dir)
     counts = Counter(df["state"])
     summary = {
@@ -277,21 +353,26 @@ def write_report(out_dir: str | Path, study: optuna.Study | None = None, spec: S
             "total": len(df),
             **{s.lower(): counts.get(s, 0) for s in ("COMPLETE", "FAIL", "INTERRUPTED", "RUNNING", "WAITING")},
             "feasible": int((df["feasible"] == True).sum()),  # noqa: E712
+            "duplicates": int(df["duplicate_of"].notna().sum()) if "duplicate_of" in df else 0,
         },
-        "objectives": [{"metric": m, "direction": d} for m, d in zip(spec.metric_names, spec.directions)],
+        "objectives": [{"metric": m, "direction": d, "unit": tradeoffs.unit(m)} for m, d in zip(spec.metric_names, spec.directions)],
         "constraints": [c.to_dict() for c in spec.constraints],
         "seeds": spec.seeds,
-        "baseline": None if baseline is None else {"trial": int(baseline["trial"]), **{m: baseline[m] for m in spec.metric_names}},
+        "baseline": None if baseline is None else {"trial": baseline.trial, "label": baseline.label, **dict(zip(spec.metric_names, baseline.values))},
         "front": [
             {
-                "trial": int(row["trial"]),
-                "values": {m: row[m] for m in spec.metric_names},
-                "params": by_number[int(row["trial"])].params,
-                "command": row["command"],
+                "trial": p.trial,
+                "label": p.label,
+                "score": p.score,
+                "values": dict(zip(spec.metric_names, p.values)),
+                "rejection": p.rejection(),
+                "params": p.params,
+                "command": p.command,
+                "why": p.why,
             }
-            for _, row in front.iterrows()
+            for p in points
         ],
         "files": [p.name for p in files],
     }
-    files[3].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    files[4].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
     return files

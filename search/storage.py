@@ -46,8 +46,9 @@ class StorageTarget:
         """The file the study is in, when it is one on this machine (journal or SQLite)."""
         if self.journal is not None:
             return self.journal
-        if self.url.startswith("sqlite:///"):
-            return Path(self.url[len("sqlite:///"):])
+        path = self.url[len("sqlite:///"):] if self.url.startswith("sqlite:///") else ""
+        if path and path != ":memory:":
+            return Path(path)
         return None
 
 
@@ -57,8 +58,9 @@ def resolve_storage(storage: str | None, out_dir: Path) -> StorageTarget:
         return StorageTarget(journal=(out_dir / JOURNAL_NAME).resolve())
     if "://" not in storage:
         return StorageTarget(journal=Path(storage).expanduser().resolve())
-    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-        return StorageTarget(url="sqlite:///" + str(Path(storage[len("sqlite:///"):]).resolve()))
+    path = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else ""
+    if path and path != ":memory:" and not path.startswith("/"):
+        return StorageTarget(url="sqlite:///" + str(Path(path).resolve()))
     return StorageTarget(url=storage)
 
 
