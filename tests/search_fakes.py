@@ -7,13 +7,19 @@ option values trigger failure modes on purpose.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 from blis.errors import ConfigError
 
 SPEED = {"H100": 1.0, "A100-80": 0.6, "A100-SXM": 0.6, "L40S": 0.35}
 FAIL_SEQS = 13  # max_num_seqs value that makes the fake raise
 SLOW_SEQS = 7  # max_num_seqs value that makes the fake hang (for trial timeouts)
+CRASH_ONCE_SEQS = 11  # the worker process dies (SIGKILL) the first time it sees this value
+CRASH_ALWAYS_SEQS = 17  # the worker process dies every time
+MARKERS_ENV = "BLIS_FAKE_MARKERS"  # directory where CRASH_ONCE_SEQS remembers it crashed
 
 
 def _shed_fraction(options: dict, load: float) -> float:
@@ -33,6 +39,13 @@ def simulate(options: dict) -> dict:
         raise ConfigError("hardware", f"unknown GPU type {hw!r}")
     if options.get("max_num_seqs") == FAIL_SEQS:
         raise RuntimeError("injected simulator failure")
+    if options.get("max_num_seqs") == CRASH_ALWAYS_SEQS:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if options.get("max_num_seqs") == CRASH_ONCE_SEQS:
+        marker = Path(os.environ[MARKERS_ENV]) / f"crashed-{options.get('num_instances')}"
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
     if options.get("max_num_seqs") == SLOW_SEQS:
         time.sleep(120)
     n, tp = int(options.get("num_instances", 1)), int(options.get("tp", 1))

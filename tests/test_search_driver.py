@@ -1,9 +1,11 @@
 """Search driver on the fast fake simulator: front, failures, timeouts, constraints, resume, report."""
 
 import copy
+import errno
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -13,7 +15,9 @@ from optuna.trial import TrialState
 
 import search_fakes
 from blis.errors import ConfigError
-from search.driver import is_interrupted, run_search
+from search.driver import counts_toward_budget, is_interrupted, run_search
+from search.progress import Tally
+from search.storage import driver_locks, open_storage, repair_journal, resolve_storage
 from search.report import write_report
 from search.space import suggest
 from search.study_file import parse_study
@@ -23,10 +27,12 @@ TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
     """One local 2-CPU Ray for the module; the driver reuses an initialised Ray."""
     path = os.pathsep.join([str(TESTS.parent), str(TESTS)])
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    markers = str(tmp_path_factory.mktemp("crash-markers"))
+    env = {"PYTHONPATH": path, search_fakes.MARKERS_ENV: markers}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": env})
     yield
     ray.shutdown()
 
@@ -167,3 +173,131 @@ def test_multi_seed_metrics_and_spread_are_stored(tmp_path):
     t = study.get_trials(states=(TrialState.COMPLETE,))[0]
     assert set(t.user_attrs["spread"]["ttft_p90_ms@critical"]) == {"std", "min", "max"}
     assert "Metrics are means over seeds [1, 2]" in (tmp_path / "recommendations.md").read_text()
+
+
+def test_progress_front_equals_the_report_front(capacity_run):
+    study, out = capacity_run
+    tally = Tally.of(study)
+    assert len(tally.front) == len(pd.read_csv(out / "pareto.csv")) >= 1
+    assert tally.complete == 16 and tally.failed == 0
+
+
+def test_a_torn_journal_tail_is_cut_and_the_study_goes_on(tmp_path, capsys):
+    raw = search_fakes.study_dict(baseline=None)
+    search(raw, tmp_path, trials=5, workers=1)
+    journal = tmp_path / "study.journal"
+    before = {t.number: t.values for t in search(raw, tmp_path, trials=5).get_trials() if t.state == TrialState.COMPLETE}
+    data = journal.read_bytes()
+    journal.write_bytes(data[:-60])  # the last record cut mid-write
+    study = search(raw, tmp_path, trials=7, workers=1)
+    assert "cut a torn tail of" in capsys.readouterr().err
+    torn = list(tmp_path.glob("study.journal.torn-*"))
+    assert len(torn) == 1 and torn[0].read_bytes() == data[:-60]
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs for t in trials) >= 7
+    for number, values in before.items():
+        if number < len(trials) - 1 and trials[number].state == TrialState.COMPLETE:
+            assert trials[number].values == values
+    write_report(tmp_path)  # and the report reads the repaired journal
+
+
+def test_repair_journal_keeps_complete_records_only(tmp_path):
+    path = tmp_path / "j"
+    path.write_bytes(b'{"a":1}\n{"b":2}\n{"c":')
+    assert repair_journal(path) == len(b'{"c":')
+    assert path.read_bytes() == b'{"a":1}\n{"b":2}\n'
+    assert repair_journal(path) == 0
+    path.write_bytes(b'{"a":1}\n{"b":{"a":1}\n{"c":3}\n')  # a later record appended onto a torn one
+    repair_journal(path)
+    assert path.read_bytes() == b'{"a":1}\n'
+
+
+def test_a_full_disk_stops_with_a_storage_error_and_a_resume_loses_nothing(tmp_path, monkeypatch):
+    from optuna.storages.journal import JournalFileBackend
+
+    raw = search_fakes.study_dict(baseline=None)
+    search(raw, tmp_path, trials=3, workers=1)
+    kept = {t.number: t.values for t in search(raw, tmp_path, trials=3).get_trials() if t.state == TrialState.COMPLETE}
+    real_append, calls = JournalFileBackend.append_logs, []
+
+    def append_until_full(self, logs):
+        calls.append(1)
+        if len(calls) > 12:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_append(self, logs)
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", append_until_full)
+    with pytest.raises(ConfigError) as e:
+        search(raw, tmp_path, trials=8, workers=1)
+    assert e.value.field == "storage" and "No space left on device" in e.value.message and "re-run" in e.value.message
+    monkeypatch.setattr(JournalFileBackend, "append_logs", real_append)
+    study = search(raw, tmp_path, trials=8, workers=1)
+    trials = study.get_trials()
+    assert sum(counts_toward_budget(t) for t in trials) == 8
+    for number, values in kept.items():
+        assert trials[number].state == TrialState.COMPLETE and trials[number].values == values
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_a_real_full_tmpfs_stops_cleanly_and_resumes(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        raw = search_fakes.study_dict(baseline=None)
+        journal = disk / "study.journal"
+        with pytest.raises(ConfigError) as e:
+            search(raw, tmp_path / "out", trials=60, workers=1, storage=str(journal))
+        assert e.value.field == "storage"
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)  # space freed
+        done = {t.number: t.values for t in optuna.load_study(study_name="fake_capacity", storage=open_storage(resolve_storage(str(journal), tmp_path))).get_trials() if t.state == TrialState.COMPLETE}
+        assert done
+        study = search(raw, tmp_path / "out", trials=60, workers=1, storage=str(journal))
+        trials = study.get_trials()
+        assert sum(counts_toward_budget(t) for t in trials) == 60
+        for number, values in done.items():
+            assert trials[number].values == values
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_second_driver_on_the_same_storage_is_refused(tmp_path):
+    raw = search_fakes.study_dict(baseline=None)
+    journal = tmp_path / "a" / "study.journal"
+    with driver_locks(resolve_storage(str(journal), tmp_path), tmp_path / "a"):
+        with pytest.raises(ConfigError) as e:
+            search(raw, tmp_path / "b", trials=2, storage=str(journal))
+    assert e.value.field == "storage" and f"pid {os.getpid()}" in e.value.message
+    assert search(raw, tmp_path / "b", trials=2, storage=str(journal)).get_trials()
+
+
+def test_system_faults_are_retried_once_and_raised_errors_are_not(tmp_path):
+    raw = search_fakes.study_dict(
+        parameters={
+            "num_instances": {"type": "int", "low": 3, "high": 4},
+            "max_num_seqs": {"type": "categorical", "choices": [search_fakes.CRASH_ONCE_SEQS, search_fakes.CRASH_ALWAYS_SEQS, search_fakes.FAIL_SEQS]},
+        },
+        baseline={"num_instances": 3, "max_num_seqs": search_fakes.CRASH_ONCE_SEQS},
+    )
+    study = search(raw, tmp_path, trials=6, workers=1)
+    trials = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs]
+    baseline = trials[0]
+    assert baseline.state == TrialState.COMPLETE and "retried_after" in baseline.user_attrs
+    for t in trials:
+        seqs = t.params["max_num_seqs"]
+        if seqs == search_fakes.CRASH_ALWAYS_SEQS:
+            assert t.state == TrialState.FAIL and t.user_attrs["error"].endswith("(also on retry)")
+        if seqs == search_fakes.FAIL_SEQS:
+            assert t.state == TrialState.FAIL and "retried_after" not in t.user_attrs
+
+
+def test_a_failed_baseline_is_retried_on_resume(tmp_path):
+    raw = search_fakes.study_dict(
+        parameters={"num_instances": {"type": "int", "low": 1, "high": 6}, "max_num_seqs": {"type": "categorical", "choices": [search_fakes.FAIL_SEQS, 64]}},
+        baseline={"num_instances": 2, "max_num_seqs": search_fakes.FAIL_SEQS},
+    )
+    search(raw, tmp_path, trials=2, workers=1)
+    study = search(raw, tmp_path, trials=4, workers=1)
+    baselines = [t for t in study.get_trials() if t.user_attrs.get("baseline")]
+    assert len(baselines) == 2 and all(t.state == TrialState.FAIL for t in baselines)
