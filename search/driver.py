@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 import warnings
 import zlib
@@ -30,7 +31,7 @@ from optuna.trial import TrialState
 
 from blis.errors import ConfigError
 from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_interrupted
-from search.space import suggest
+from search.space import space_size, suggest
 from search.storage import StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
 from search.study_file import StudySpec
 from search.workers import Deadlines, SystemFault, TrialError, fetch, remote_evaluate, start_ray
@@ -41,6 +42,8 @@ DEFAULT_TRIALS = 20
 META_NAME = "search.json"
 #: longest the loop blocks in Ray before it looks at signals again
 _POLL_S = 0.5
+#: a sampler that proposes only evaluated configurations this many times in a row is stuck
+MAX_DUPLICATES_IN_A_ROW = 200
 
 
 class Interrupted(Exception):
@@ -249,6 +252,9 @@ class _Loop:
         self.inflight: dict = {}  # ref -> (trial, params, retried)
         self.running: dict = {}  # params key -> trial number, for in-flight duplicates
         self.deadlines = Deadlines(timeout)
+        self.size = space_size(spec.parameters)
+        self.ended: str | None = None  # why the study ended before its budget
+        self.repeats = 0
 
     def run(self) -> None:
         try:
@@ -259,19 +265,30 @@ class _Loop:
                 self._collect()
             if self.caught:
                 raise Interrupted(self.caught[0])
+            if self.ended:
+                print(f"search: {self.ended}", file=sys.stderr)
         finally:
             self._abandon()
             self.bar.close()
 
     def _fill(self) -> None:
-        while len(self.inflight) < self.workers and self.done + len(self.inflight) < self.budget and not self.caught:
+        while (len(self.inflight) < self.workers and self.done + len(self.inflight) < self.budget
+               and not self.caught and not self.ended):
+            if self.size is not None and len(self.finished) + len(self.running) >= self.size:
+                self.ended = f"search space exhausted: all {self.size} configurations evaluated"
+                break
             trial = self.study.ask()
             params = suggest(trial, self.spec.parameters)
             key = _params_key(params)
             twin, completed = self.finished.get(key, (self.running.get(key), True))
             if twin is not None and (completed or not trial.user_attrs.get("baseline")):
                 self._tell_duplicate(trial, twin)
+                self.repeats += 1
+                if self.repeats >= MAX_DUPLICATES_IN_A_ROW:
+                    self.ended = (f"the sampler proposed only evaluated configurations {self.repeats} times in a row; "
+                                  "stopping (a larger space or another sampler would explore further)")
                 continue
+            self.repeats = 0
             self._submit(trial, params, None)
 
     def _submit(self, trial, params: dict, retried: str | None) -> None:

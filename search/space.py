@@ -150,3 +150,35 @@ def suggest(trial: optuna.trial.Trial, parameters: list[Parameter]) -> dict:
         else:
             params[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
     return params
+
+
+def _values(p: Parameter) -> list | None:
+    """Every value of a parameter, or None for a continuous one."""
+    if p.kind == "categorical":
+        return list(p.choices)
+    if p.kind == "int":
+        return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+    if p.step is None:
+        return None
+    return [p.low + i * p.step for i in range(int(round((p.high - p.low) / p.step)) + 1)]
+
+
+def space_size(parameters: list[Parameter], limit: int = 1_000_000) -> int | None:
+    """How many distinct configurations the space holds (conditions respected), or None when
+    it is continuous or larger than ``limit``: then it cannot run out."""
+    values = [_values(p) for p in parameters]
+    if any(v is None for v in values):
+        return None
+
+    def count(i: int, assigned: dict) -> int:
+        if i == len(parameters):
+            return 1
+        p = parameters[i]
+        if not p.active(assigned):
+            return count(i + 1, assigned)
+        if not any(q.when and p.name in q.when for q in parameters[i + 1:]):
+            return len(values[i]) * count(i + 1, assigned)  # nothing later depends on it
+        return sum(count(i + 1, {**assigned, p.name: v}) for v in values[i])
+
+    n = count(0, {})
+    return n if n <= limit else None

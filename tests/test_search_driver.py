@@ -19,7 +19,7 @@ from search.driver import counts_toward_budget, is_interrupted, run_search
 from search.progress import Tally
 from search.storage import driver_locks, open_storage, repair_journal, resolve_storage
 from search.report import write_report
-from search.space import suggest
+from search.space import Parameter, space_size, suggest
 from search.study_file import parse_study
 
 ray = pytest.importorskip("ray")
@@ -151,10 +151,24 @@ def test_duplicate_params_reuse_the_completed_result(tmp_path):
     study = search(raw, tmp_path, trials=6, workers=1)
     trials = study.get_trials()
     dups = [t for t in trials if "duplicate_of" in t.user_attrs]
-    assert len(dups) >= 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    evaluated = [t for t in trials if t not in dups]
+    # two configurations: both evaluated once, then the exhausted space ends the study early
+    assert len(evaluated) == 2 and all(t.state == TrialState.COMPLETE for t in evaluated)
+    assert sorted(t.params["num_instances"] for t in evaluated) == [4, 5]
     for t in dups:
         twin = trials[t.user_attrs["duplicate_of"]]
-        assert twin.params == t.params and twin.values == t.values and "duplicate_of" not in twin.user_attrs
+        assert t.state == TrialState.PRUNED and twin.params == t.params and "duplicate_of" not in twin.user_attrs
+
+
+def test_space_size_counts_conditional_configurations():
+    spec = parse_study(search_fakes.study_dict(parameters={
+        "policy_config.admission.policy": {"type": "categorical", "choices": ["gaie-legacy", "tier-shed"]},
+        "policy_config.admission.tier_shed_threshold": {"type": "int", "low": 0, "high": 9, "when": {"policy_config.admission.policy": "tier-shed"}},
+        "num_instances": {"type": "int", "low": 1, "high": 3},
+    }, baseline=None))
+    assert space_size(spec.parameters) == (1 + 10) * 3
+    assert space_size([*spec.parameters, Parameter("rate", "float", low=1.0, high=2.0)]) is None
+    assert space_size([*spec.parameters, Parameter("rate", "float", low=1.0, high=2.0, step=0.5)]) == 33 * 3
 
 
 def test_resuming_with_a_changed_study_file_is_refused(tmp_path):
