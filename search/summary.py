@@ -25,9 +25,10 @@ def _pct(v: float, b: float | None) -> str:
 
 def summary_text(study: optuna.Study, spec: StudySpec, out_dir: Path, started: datetime, elapsed: float) -> str:
     trials = study.get_trials(deepcopy=False)
+    duplicates = sum("duplicate_of" in t.user_attrs for t in trials)
+    trials = [t for t in trials if "duplicate_of" not in t.user_attrs]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     failed = sum(t.state == TrialState.FAIL and not is_interrupted(t) for t in trials)
-    duplicates = sum("duplicate_of" in t.user_attrs for t in complete)
     this_run = sum(t.datetime_complete is not None and t.datetime_complete >= started for t in trials)
     rate = this_run / elapsed * 60 if elapsed > 0 else 0.0
     report = json.loads((out_dir / "summary.json").read_text())

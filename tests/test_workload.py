@@ -643,7 +643,6 @@ def test_other_validation_rules():
     expect_error(spec_dict(goodput_slo_targets={"gold": {"ttft_ms": 1}}), "goodput_slo_targets.gold")
     expect_error(spec_dict(goodput_slo_targets={"critical": {"ttft": 1}}),
                  "goodput_slo_targets.critical.ttft", "unknown key")
-    expect_error(spec_dict(inference_perf={"stages": []}), "inference_perf", "not supported")
 
 
 def test_concurrency_rules():
