@@ -29,7 +29,8 @@ def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and not is_interrupted(t))
 
 
-def _dominates(a: list[float], b: list[float]) -> bool:
+def dominates(a: list[float], b: list[float]) -> bool:
+    """Minimisation vectors: ``a`` is no worse everywhere and better somewhere."""
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
@@ -60,9 +61,9 @@ class Tally:
         if any(v > 0 for v in constraints.values()):
             return
         point = [s * v for s, v in zip(self.signs, values)]
-        if any(_dominates(other, point) for other in self.front.values()):
+        if any(dominates(other, point) for other in self.front.values()):
             return
-        for k in [k for k, other in self.front.items() if _dominates(point, other)]:
+        for k in [k for k, other in self.front.items() if dominates(point, other)]:
             del self.front[k]
         self.front[number] = point
 

@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 
 from search import tradeoffs
 from search.driver import is_interrupted, load_run
+from search.progress import dominates
 from search.study_file import StudySpec
 
 _FILE_OPTIONS = ("policy_config", "workload_spec")
@@ -39,15 +40,12 @@ def _finite(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def _dominates(a: list[float], b: list[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
 
 def pareto_ranks(points: dict[int, list[float]]) -> dict[int, int]:
     """Non-dominated sorting of minimisation vectors: 1 = the front, 2 = the front without it, ..."""
     ranks, left, rank = {}, dict(points), 1
     while left:
-        front = [k for k, v in left.items() if not any(_dominates(w, v) for j, w in left.items() if j != k)]
+        front = [k for k, v in left.items() if not any(dominates(w, v) for j, w in left.items() if j != k)]
         for k in front:
             ranks[k] = rank
             del left[k]

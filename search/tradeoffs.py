@@ -10,6 +10,7 @@ import math
 
 from objectives.cost import deployment_of, instance_groups
 from objectives.metrics import METRICS
+from search.progress import dominates
 
 _DEPLOYMENT_PARAMS = {"num_instances", "hardware", "tp", "dp", "prefill_instances", "decode_instances",
                       "prefill_decode_instances", "prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware"}
@@ -73,14 +74,11 @@ def _signed(values: list[float], directions: list[str]) -> list[float]:
     return [v if d == "minimize" else -v for v, d in zip(values, directions)]
 
 
-def _dominates(a: list[float], b: list[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
 
 def non_dominated(points: dict[int, list[float]], directions: list[str]) -> set[int]:
     """Keys of the points no other point dominates (under ``directions``)."""
     signed = {k: _signed(v, directions) for k, v in points.items()}
-    return {k for k, v in signed.items() if not any(_dominates(w, v) for j, w in signed.items() if j != k)}
+    return {k for k, v in signed.items() if not any(dominates(w, v) for j, w in signed.items() if j != k)}
 
 
 def ideal_distance(points: dict[int, list[float]], directions: list[str]) -> dict[int, float]:
