@@ -5,7 +5,7 @@ import pytest
 
 from blis.instance import Instance
 from blis.options import build_config
-from blis.request import COMPLETED
+from blis.request import COMPLETED, QUEUED, RUNNING, TIMED_OUT
 from blis.simulation import run_simulation
 
 MODEL = "qwen/qwen2.5-7b-instruct"
@@ -106,6 +106,12 @@ def test_invariants_hold_on_random_configs(seed, checked_instances):
     assert c["total_output_tokens"] == expected_out
     enqueued = [r for r in sim.routed.values() if r.enqueue_time >= 0]
     assert c["total_input_tokens"] == sum(r.input_len for r in enqueued)
+
+    # INV-2 lifecycle: only the lifecycle's states, and unfinished requests keep theirs
+    states = [r.state for r in sim.routed.values()]
+    assert set(states) <= {QUEUED, RUNNING, COMPLETED, TIMED_OUT}
+    assert states.count(RUNNING) == c["still_running"]
+    assert states.count(TIMED_OUT) == c["timed_out_requests"]
 
     # INV-5 causality
     for r in completed:
