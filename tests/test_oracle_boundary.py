@@ -6,7 +6,7 @@ output tokens): those are known only to the engine once the tokens are generated
 
 import pytest
 
-from blis import cluster as cluster_mod
+import blis.cluster as cluster_mod
 from blis.options import build_config
 from blis.simulation import run_simulation
 
