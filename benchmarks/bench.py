@@ -47,7 +47,7 @@ def child(spec: dict) -> None:
     """Run one workload in this process and print its measurements as JSON."""
     import inspect
 
-    from blis.options import build_config
+    from blis.config.options import build_config
     from blis.simulation import run_simulation
 
     # as `blis run` without per-request files; older revisions (for before/after) lack the flag

@@ -1,11 +1,11 @@
-"""Fidelity against the real vLLM measurements in data/real/experiments (see blis/calibrate.py).
+"""Fidelity against the real vLLM measurements in data/real/experiments (see blis/calibration/fit.py).
 
     .venv/bin/python benchmarks/fidelity.py [--quick] [--loo] [--profile-lengths] [--data DIR]
 
 Prints, per experiment × stage, measured vs simulated E2E mean/p90/p99, TTFT mean/p90/p99 and
 per-token ITL with signed % error, for trained-physics and roofline, then the median absolute %
 error per metric over the non-overloaded experiments. ``--loo`` adds leave-one-experiment-out
-calibration: for each non-overloaded experiment, ``blis.calibrate.calibrate`` fits the
+calibration: for each non-overloaded experiment, ``blis.calibration.fit.calibrate`` fits the
 trained-physics coefficients on the other non-overloaded experiments of the same deployment
 (model + TP) and the held-out one is predicted with them. ``--quick`` caps stages at 120 s.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blis.calibrate import (METRICS, calibrate, experiment_options,  # noqa: E402
+from blis.calibration.fit import (METRICS, calibrate, experiment_options,  # noqa: E402
                             experiment_target, load_experiment, pct_err, simulate_stages)
 
 DEFAULT_DATA = "/work/shared/data/real/experiments"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 
 def simulate(options: dict) -> dict:
-    from blis.options import build_config
+    from blis.config.options import build_config
     from blis.simulation import run_simulation
 
     cfg = build_config(options)

@@ -1,6 +1,6 @@
 """`blis` command line: run, replay, search, report.
 
-Every run flag is declared from ``blis.options.OPTIONS`` with a suppressed default, so the
+Every run flag is declared from ``blis.config.options.OPTIONS`` with a suppressed default, so the
 options dict holds exactly the flags the user typed — the information the policy-bundle
 precedence rule needs. Bad input ends with one ``error: <field>: <message>`` line and exit 2.
 """
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from blis.errors import ConfigError
-from blis.options import ALIASES, DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, flag
+from blis.config.options import ALIASES, DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, flag
 
 class _Parser(argparse.ArgumentParser):
     """No prefix abbreviations (``--num-request`` is not ``--num-requests``); errors are one
@@ -69,7 +69,7 @@ def _sim_options(ns: argparse.Namespace) -> dict:
 
 
 def _write_outputs(ns, res, mode: str) -> None:
-    from blis.jsonfmt import dumps
+    from blis.results.jsonfmt import dumps
 
     if ns.metrics_path:
         data = dict(res.cluster)
@@ -123,7 +123,7 @@ def _wants_requests(ns) -> bool:
 
 
 def cmd_run(ns) -> int:
-    from blis.options import build_config
+    from blis.config.options import build_config
     from blis.simulation import run_simulation
 
     cfg = build_config(_sim_options(ns))
@@ -135,7 +135,7 @@ def cmd_run(ns) -> int:
 
 
 def cmd_replay(ns) -> int:
-    from blis.options import build_config
+    from blis.config.options import build_config
     from blis.simulation import run_simulation
     from blis.workload.tracev2 import load_trace
 
@@ -158,16 +158,16 @@ class _ListAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from blis.deployment import model_defaults
-        from blis.model_config import defaults_cached, model_config_path
+        from blis.config.deployment import model_defaults
+        from blis.config.model_config import defaults_cached, model_config_path
 
         if option_string == "--list-hardware":
-            from blis.model_config import _hardware_table
+            from blis.config.model_config import _hardware_table
 
             for name, hw in sorted(_hardware_table("").items()):
                 sys.stdout.write(f"{name:12} {hw.memory_gib:g} GiB  {hw.tflops_peak:g} TFLOPS\n")
         else:
-            from blis.model_config import MODEL_CONFIGS_DIR
+            from blis.config.model_config import MODEL_CONFIGS_DIR
 
             listed = set()
             for model in sorted(defaults_cached().get("defaults") or {}):
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         register = None
     if register is not None:
         register(sub)
-    from blis.calibrate_cli import register as register_calibrate
+    from blis.calibration.cli import register as register_calibrate
     register_calibrate(sub)
     return parser
 

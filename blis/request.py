@@ -93,7 +93,7 @@ class Request:
         self.think_time_us = think_time_us
         self.computed_tokens = 0
         self._block_hashes = None
-        self.lazy_from = -1  # engine bookkeeping for lazily advanced decodes (blis.instance)
+        self.lazy_from = -1  # engine bookkeeping for lazily advanced decodes (blis.engine.instance)
         self.run_key = 0
         self.exit_step = 0
         self.kv_step = -1

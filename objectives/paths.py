@@ -2,7 +2,7 @@
 
 Grammar (``<x>`` = a name chosen by the user):
 
-* ``<option>`` - any ``blis run`` option (``blis.options.OPTIONS``) by its flag name with dashes
+* ``<option>`` - any ``blis run`` option (``blis.config.options.OPTIONS``) by its flag name with dashes
   -> underscores (``num_instances``, ``hardware``, ``tp``, ``max_num_seqs``, ``admission_policy``...).
 * ``routing_scorers.<scorer>`` - weight of one scorer inside the ``routing_scorers``
   ``name:weight,...`` string; weight 0 removes the scorer.
@@ -27,8 +27,8 @@ from __future__ import annotations
 import copy
 
 from blis.errors import ConfigError
-from blis.options import _BUNDLE_KEYS, OPTIONS
-from blis.routing import SCORERS as SCORER_REGISTRY
+from blis.config.options import _BUNDLE_KEYS, OPTIONS
+from blis.cluster.routing import SCORERS as SCORER_REGISTRY
 from objectives.metrics import SLO_CLASSES
 
 PD_REST = "rest"

@@ -20,7 +20,7 @@ from blis.errors import ConfigError
 def _default_probe():
     """The simulator's own option validation, once the simulator package provides it."""
     try:
-        from blis.options import build_config
+        from blis.config.options import build_config
     except ImportError:
         return None
     return build_config

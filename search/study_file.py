@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from blis.errors import ConfigError
-from blis.yamlsafe import load_yaml_file
+from blis.config.yamlsafe import load_yaml_file
 from objectives.constraints import Constraint, parse_constraint
 from objectives.metrics import MAXIMIZE, MINIMIZE, MetricRef, parse_metric
 from objectives.objective import Objective
@@ -92,7 +92,7 @@ class StudySpec:
 
 
 def load_study(path: str | Path, probe: Callable[[dict], object] | None = None) -> StudySpec:
-    """Read and validate a study file; ``probe`` (e.g. ``blis.options.build_config``) vets option values."""
+    """Read and validate a study file; ``probe`` (e.g. ``blis.config.options.build_config``) vets option values."""
     path = Path(path)
     raw = load_yaml_file(path, "study")
     if not isinstance(raw, dict):
@@ -374,7 +374,7 @@ def _check_static_feasibility(spec: StudySpec) -> None:
 def check_pricing_names(pricing: dict, base: dict, parameters: list[Parameter]) -> None:
     """Every priced GPU is one the simulator knows or the study uses (a typo prices nothing;
     a used GPU the simulator does not know is the probe's to reject)."""
-    from blis.model_config import _hardware_table
+    from blis.config.model_config import _hardware_table
 
     known = set(_hardware_table(str(base.get("hardware_config") or "")))
     keys = ("hardware", "prefill_hardware", "decode_hardware")

@@ -1,6 +1,6 @@
 """Request conservation (INV-1) checks shared by the feature test modules."""
 
-from blis.config import MAX_INT64
+from blis.config.schema import MAX_INT64
 
 
 def check_conservation(res):

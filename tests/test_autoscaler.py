@@ -8,11 +8,11 @@ import heapq
 import numpy as np
 import pytest
 
-import blis.instance
+import blis.engine.instance
 from blis.errors import ConfigError
-from blis.lifecycle import ACTIVE, WARMING_UP
-from blis.node_pools import NODE_TERMINATED
-from blis.options import build_config
+from blis.fleet.lifecycle import ACTIVE, WARMING_UP
+from blis.fleet.node_pools import NODE_TERMINATED
+from blis.config.options import build_config
 from blis.simulation import run_simulation
 
 from conservation import check_conservation
@@ -71,11 +71,11 @@ def run_bursty(seed=1, **extra):
 @pytest.fixture
 def injections(monkeypatch):
     """Records, for every request handed to an instance, the instance's lifecycle state then."""
-    import blis.lifecycle
+    import blis.fleet.lifecycle
 
     seen, holder = [], {}
-    orig_inject = blis.instance.Instance.inject
-    orig_fleet = blis.lifecycle.Fleet.__init__
+    orig_inject = blis.engine.instance.Instance.inject
+    orig_fleet = blis.fleet.lifecycle.Fleet.__init__
 
     def fleet_init(self, *a, **k):
         holder["fleet"] = self
@@ -86,8 +86,8 @@ def injections(monkeypatch):
         seen.append((self.index, t, fleet.state[self.index], fleet.ready_at[self.index]))
         return orig_inject(self, req, t)
 
-    monkeypatch.setattr(blis.lifecycle.Fleet, "__init__", fleet_init)
-    monkeypatch.setattr(blis.instance.Instance, "inject", inject)
+    monkeypatch.setattr(blis.fleet.lifecycle.Fleet, "__init__", fleet_init)
+    monkeypatch.setattr(blis.engine.instance.Instance, "inject", inject)
     return seen
 
 
@@ -131,15 +131,15 @@ def test_cost_is_the_integral_of_provisioned_gpus_times_price(monkeypatch):
                             sum(n.pool.cost_per_hour for n in live)))
         return item
 
-    import blis.cluster
-    orig_init = blis.cluster.ClusterSimulator.__init__
+    import blis.cluster.simulator
+    orig_init = blis.cluster.simulator.ClusterSimulator.__init__
 
     def init(self, *a, **k):
         holder["sim"] = self
         orig_init(self, *a, **k)
 
-    monkeypatch.setattr(blis.cluster.heapq, "heappop", pop)
-    monkeypatch.setattr(blis.cluster.ClusterSimulator, "__init__", init)
+    monkeypatch.setattr(blis.cluster.simulator.heapq, "heappop", pop)
+    monkeypatch.setattr(blis.cluster.simulator.ClusterSimulator, "__init__", init)
     res = run_bursty(seed=3)
     t_end = int(round(res.duration_s * 1e6))
     live = [n for n in res.sim.fleet.nodes.nodes if n.state != NODE_TERMINATED]

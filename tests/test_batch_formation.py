@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from blis.batch_formation import BatchFormer
-from blis.kv_cache import KVCache
+from blis.engine.batch_formation import BatchFormer
+from blis.engine.kv_cache import KVCache
 from blis.request import QUEUED, RUNNING, Request
 
 

@@ -4,8 +4,8 @@ equals a copy of the hash map taken at the refresh, whatever the cache did since
 import numpy as np
 import pytest
 
-from blis.kv_cache import KVCache
-from blis.kv_tiered import TieredKVCache
+from blis.engine.kv_cache import KVCache
+from blis.engine.kv_tiered import TieredKVCache
 from blis.request import Request
 
 

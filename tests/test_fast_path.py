@@ -1,4 +1,4 @@
-"""Differential tests: the lazy decode path (``blis.instance``) against the reference step loop.
+"""Differential tests: the lazy decode path (``blis.engine.instance``) against the reference step loop.
 
 Every configuration is simulated twice, once with ``BLIS_REFERENCE_STEPS=1`` (every running
 request visited every step) and once with the lazy path, and everything a user or a caller can
@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from blis.options import build_config
+from blis.config.options import build_config
 from blis.simulation import run_simulation
 from blis.workload import generate_requests
 from blis.workload.tracev2 import trace_rows_from_requests

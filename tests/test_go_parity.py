@@ -5,7 +5,7 @@ import json
 import pytest
 
 from blis.cli import main
-from blis.options import build_config
+from blis.config.options import build_config
 from blis.simulation import run_simulation
 
 MODEL = "qwen/qwen2.5-7b-instruct"

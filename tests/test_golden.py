@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from blis.options import build_config
+from blis.config.options import build_config
 from blis.simulation import run_simulation
 
 GOLDEN = json.loads((Path(__file__).parent / "data/golden/goldendataset.json").read_text())["tests"]

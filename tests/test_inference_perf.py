@@ -92,7 +92,7 @@ def _small_opts():
 
 
 def test_calibrate_recovers_known_coefficients():
-    from blis.calibrate import calibrate, default_coeffs, simulate_stages, stage_simulator
+    from blis.calibration.fit import calibrate, default_coeffs, simulate_stages, stage_simulator
 
     true = default_coeffs()
     true["alpha"][0] *= 1.3
@@ -109,8 +109,8 @@ def test_calibrate_recovers_known_coefficients():
 
 
 def test_coefficients_file_is_accepted_by_run_options(tmp_path):
-    from blis.calibrate import default_coeffs, write_coeffs
-    from blis.options import build_config
+    from blis.calibration.fit import default_coeffs, write_coeffs
+    from blis.config.options import build_config
 
     c = default_coeffs()
     c["alpha"][0] = 1234.0

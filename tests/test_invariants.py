@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from blis.instance import Instance
-from blis.options import build_config
+from blis.engine.instance import Instance
+from blis.config.options import build_config
 from blis.request import COMPLETED, QUEUED, RUNNING, TIMED_OUT
 from blis.simulation import run_simulation
 
@@ -62,10 +62,10 @@ class Checked(Instance):
 
 @pytest.fixture
 def checked_instances(monkeypatch):
-    import blis.cluster
+    import blis.cluster.simulator
 
     Checked.violations = []
-    monkeypatch.setattr(blis.cluster, "Instance", Checked)
+    monkeypatch.setattr(blis.cluster.simulator, "Instance", Checked)
     return Checked
 
 

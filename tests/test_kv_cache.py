@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from blis.kv_cache import KVCache
+from blis.engine.kv_cache import KVCache
 from blis.request import Request
 
 

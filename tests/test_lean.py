@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from blis.options import build_config
+from blis.config.options import build_config
 from blis.simulation import run_simulation
 from blis.workload import generate_requests
 

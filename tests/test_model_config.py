@@ -6,7 +6,7 @@ import os
 import pytest
 
 from blis.errors import ConfigError
-from blis.model_config import (MODEL_CONFIGS_DIR, HardwareSpec, ModelConfig, derive_max_model_len,
+from blis.config.model_config import (MODEL_CONFIGS_DIR, HardwareSpec, ModelConfig, derive_max_model_len,
                                known_gpus, load_defaults, load_hardware, load_model_config,
                                parse_model_config)
 

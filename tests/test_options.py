@@ -1,5 +1,5 @@
 """One declaration per option: the CLI, --help and the README flag table are generated from
-``blis.options.DECLARATIONS``; these tests fail when any of them drifts."""
+``blis.config.options.DECLARATIONS``; these tests fail when any of them drifts."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 
 from blis.cli import build_parser
 from blis.errors import ConfigError
-from blis.options import DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, build_config, flag_table
+from blis.config.options import DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, build_config, flag_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 MODEL = "qwen/qwen2.5-7b-instruct"
@@ -17,7 +17,7 @@ def test_readme_flag_table_is_generated_from_the_declarations():
     text = README.read_text()
     start = text.index("<!-- flag-table")
     body = text[text.index("\n", start) + 1:text.index("<!-- /flag-table -->")]
-    assert body == flag_table(), "README flag table drifted: paste blis.options.flag_table()"
+    assert body == flag_table(), "README flag table drifted: paste blis.config.options.flag_table()"
 
 
 def test_every_run_flag_has_a_help_line_and_a_declaration():
@@ -42,7 +42,7 @@ def test_declared_upper_bounds_are_enforced(opt):
 def test_registry_names_reach_help():
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     text = run.format_help()
-    from blis.admission import ADMISSION_POLICIES
+    from blis.cluster.admission import ADMISSION_POLICIES
 
     for name in ADMISSION_POLICIES:
         assert name in text

@@ -6,8 +6,8 @@ output tokens): those are known only to the engine once the tokens are generated
 
 import pytest
 
-import blis.cluster as cluster_mod
-from blis.options import build_config
+import blis.cluster.simulator as cluster_mod
+from blis.config.options import build_config
 from blis.simulation import run_simulation
 
 MODEL = "qwen/qwen2.5-7b-instruct"

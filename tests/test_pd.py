@@ -8,12 +8,12 @@ import pytest
 
 from blis.cli import main
 from blis.errors import ConfigError
-from blis.kv_capacity import kv_bytes_per_token
-from blis.options import build_config
-from blis.pd import ROLE_DECODE, ROLE_PREFILL, ROLE_SHARED, PrefixThresholdDecider
+from blis.config.kv_capacity import kv_bytes_per_token
+from blis.config.options import build_config
+from blis.fleet.pd import ROLE_DECODE, ROLE_PREFILL, ROLE_SHARED, PrefixThresholdDecider
 from blis.request import COMPLETED, Request
 from blis.simulation import run_simulation
-from blis.snapshot import RouterState, Snapshot
+from blis.cluster.snapshot import RouterState, Snapshot
 
 from conservation import check_conservation
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build_config():
-    return pytest.importorskip("blis.options").build_config
+    return pytest.importorskip("blis.config.options").build_config
 
 
 def study(**changes):

@@ -3,7 +3,7 @@
 import pytest
 
 from blis.errors import ConfigError
-from blis.yamlsafe import MAX_NODES, load_yaml_file, load_yaml_text
+from blis.config.yamlsafe import MAX_NODES, load_yaml_file, load_yaml_text
 
 
 def test_ordinary_anchors_load_and_share():

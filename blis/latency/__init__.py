@@ -24,7 +24,7 @@ class LatencyModel:
     step_time_with_decodes = None
     """Backends whose decode cost depends only on how many requests decode and their summed
     progress define ``step_time_with_decodes(batch, n_dec, ctx_dec)``; the engine then advances
-    steadily decoding requests without visiting them every step (``blis.instance``)."""
+    steadily decoding requests without visiting them every step (``blis.engine.instance``)."""
 
     def queueing_time(self, req) -> int:
         """Delay between instance arrival and entering the wait queue (not GPU time)."""

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from blis.errors import ConfigError
-from blis.yamlsafe import load_yaml_text, read_text
+from blis.config.yamlsafe import load_yaml_text, read_text
 from blis.workload.arrivals import ARRIVAL_SAMPLERS
 from blis.workload.lengths import make_length_sampler
 

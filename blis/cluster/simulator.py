@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import heapq
 
-from blis.admission import build_admission
-from blis.instance import Instance
+from blis.cluster.admission import build_admission
+from blis.engine.instance import Instance
 from blis.request import COMPLETED
 from blis.rng import PartitionedRNG
-from blis.routing import build_routing
-from blis.scheduler import build_scheduler
-from blis.slo import SLOPriorities
-from blis.snapshot import RouterState, Snapshot
+from blis.cluster.routing import build_routing
+from blis.engine.scheduler import build_scheduler
+from blis.cluster.slo import SLOPriorities
+from blis.cluster.snapshot import RouterState, Snapshot
 
 EV_ARRIVAL = 0
 EV_ADMISSION = 1
@@ -50,7 +50,7 @@ class ClusterSimulator:
         self.fleet = None
         deployments = [deployment] * cfg.num_instances
         if cfg.pd.enabled:
-            from blis.pd import PDCoordinator, pool_deployments
+            from blis.fleet.pd import PDCoordinator, pool_deployments
             self.pd = PDCoordinator(self, cfg)
             deployments = pool_deployments(cfg, deployment)
         elif cfg.node_pools:
@@ -80,14 +80,14 @@ class ClusterSimulator:
         self.routed: dict[str, object] = {}
         self.arrived: list = []
         self.lean = False  # finished requests drop their bulky data (no per-request output)
-        self.fold = None  # lean runs: blis.metrics.Folder takes finished requests' values
+        self.fold = None  # lean runs: blis.results.metrics.Folder takes finished requests' values
         self.fold_classes: set[str] = set()  # classes of finished routed requests (fold)
         self.n_arrived = 0
         self._arrivals = None  # iterator of a streamed workload (LazyRequests)
         self._arrival_seq = 0
         self._model = cfg.deployment.model.lower()
         if cfg.node_pools or cfg.lifecycle is not None:
-            from blis.lifecycle import Fleet
+            from blis.fleet.lifecycle import Fleet
             self.fleet = Fleet(self, cfg, deployment)
             self.handlers.update(self.fleet.start())
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from blis.kv_cache import KVCache
+from blis.engine.kv_cache import KVCache
 
 
 class TieredKVCache(KVCache):

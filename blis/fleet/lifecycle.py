@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import bisect
 
-from blis.config import LifecycleConfig
+from blis.config.schema import LifecycleConfig
 from blis.errors import ConfigError
-from blis.node_pools import NODE_PROVISIONING, NODE_READY, NodePools, pool_deployment, sample_delay
+from blis.fleet.node_pools import NODE_PROVISIONING, NODE_READY, NodePools, pool_deployment, sample_delay
 from blis.request import TIMED_OUT
 from blis.rng import PartitionedRNG
 
@@ -76,7 +76,7 @@ class Fleet:
             for _ in range(cfg.num_instances):
                 self._add(self.gpu, self.tp, 0, warm=self.lc.warm_start_initial_instances)
         if cfg.autoscaler is not None:
-            from blis.autoscaler import Autoscaler
+            from blis.fleet.autoscaler import Autoscaler
             self.autoscaler = Autoscaler(sim, cfg.autoscaler, self, self.autoscaler_rng)
             handlers.update(self.autoscaler.start())
         return handlers

@@ -1,6 +1,6 @@
 """Plain configuration dataclasses, grouped by the module that consumes them.
 
-Validation happens once, where user input is turned into these objects (``blis.options``);
+Validation happens once, where user input is turned into these objects (``blis.config.options``);
 the simulation loop trusts them.
 """
 

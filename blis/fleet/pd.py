@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from blis.deployment import resolve_deployment
+from blis.config.deployment import resolve_deployment
 from blis.errors import ConfigError
-from blis.instance import InstanceStats, merge_stats
-from blis.kv_capacity import kv_bytes_per_token
-from blis.metrics import distribution
+from blis.engine.instance import InstanceStats, merge_stats
+from blis.config.kv_capacity import kv_bytes_per_token
+from blis.results.metrics import distribution
 from blis.rng import PartitionedRNG
-from blis.routing import build_routing
+from blis.cluster.routing import build_routing
 from blis.request import COMPLETED, QUEUED, TIMED_OUT, WAITING_FOR_REMOTE_KVS, Request
 
 # cluster event priorities (spec §2.2)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from blis.node_pools import sample_delay
+from blis.fleet.node_pools import sample_delay
 
 # cluster event priorities (spec §2.2)
 EV_SCALING_TICK = 8

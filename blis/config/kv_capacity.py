@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from blis.errors import ConfigError
-from blis.model_config import HardwareSpec, ModelConfig
+from blis.config.model_config import HardwareSpec, ModelConfig
 
 GIB = float(1 << 30)
 _SWIGLU_ACTS = frozenset({"", "silu", "swiglu", "geglu", "situ"})

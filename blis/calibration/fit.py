@@ -134,7 +134,7 @@ def experiment_options(exp: Experiment, latency_model: str = "trained-physics",
 
 def simulate_stages(opts: dict) -> list[dict]:
     """Per-stage simulated metrics (ms) over requests whose arrival falls in the stage window."""
-    from blis.options import build_config
+    from blis.config.options import build_config
     from blis.simulation import run_simulation
 
     res = run_simulation(build_config(opts), keep_requests=True)

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from blis.config import (MAX_INT64, AutoscalerConfig, DelaySpec, DeploymentConfig, EngineConfig,
+from blis.config.schema import (MAX_INT64, AutoscalerConfig, DelaySpec, DeploymentConfig, EngineConfig,
                          LifecycleConfig, NodePoolConfig, PDConfig, PolicyConfig, SimConfig)
 from blis.errors import ConfigError
-from blis.yamlsafe import load_yaml_file
+from blis.config.yamlsafe import load_yaml_file
 
 _DIST_KEYS = ("prompt_tokens", "prompt_tokens_stdev", "prompt_tokens_min", "prompt_tokens_max",
               "output_tokens", "output_tokens_stdev", "output_tokens_min", "output_tokens_max",
@@ -123,7 +123,7 @@ DECLARATIONS: tuple[Option, ...] = (
        high=MAX_INSTANCES),
     _o("admission_policy", str, "always-admit", "admission policy",
        "cluster",
-       registry="blis.admission:ADMISSION_POLICIES"),
+       registry="blis.cluster.admission:ADMISSION_POLICIES"),
     _o("admission_latency", int, 0, "admission decision delay, µs", "cluster", low=0,
        high=MAX_DELAY_US),
     _o("routing_latency", int, 0, "routing decision delay, µs", "cluster", low=0,
@@ -133,15 +133,15 @@ DECLARATIONS: tuple[Option, ...] = (
     _o("token_bucket_refill_rate", float, 1000.0, "token-bucket refill, tokens/s", "cluster",
        low=0, low_open=True),
     _o("routing_policy", str, "round-robin", "routing policy", "cluster",
-       registry="blis.routing:ROUTING_POLICIES"),
+       registry="blis.cluster.routing:ROUTING_POLICIES"),
     _o("routing_scorers", str, "", "weighted routing only: scorers 'name:weight,...'", "cluster",
        shown_default="precise-prefix-cache:2,queue-depth:1,kv-utilization:1",
-       registry="blis.routing:SCORERS"),
+       registry="blis.cluster.routing:SCORERS"),
     _o("scheduler", str, "fcfs", "wait-queue order", "cluster",
-       registry="blis.scheduler:SCHEDULERS"),
+       registry="blis.engine.scheduler:SCHEDULERS"),
     _o("preemption_policy", str, "fcfs", "victim on KV exhaustion (fcfs: batch tail)",
        "cluster",
-       registry="blis.scheduler:PREEMPTION_POLICIES"),
+       registry="blis.engine.scheduler:PREEMPTION_POLICIES"),
     _o("snapshot_refresh_interval", int, 50000, "staleness of the router's queue/KV view, µs",
        "cluster", low=0, high=MAX_DELAY_US),
     _o("cache_signal_delay", int, 50000, "staleness of the router's prefix-cache view, µs",
@@ -176,7 +176,7 @@ DECLARATIONS: tuple[Option, ...] = (
     _o("prefill_decode_instances", int, 0, "P/D: instances serving both roles (the next S)", "P/D",
        low=0),
     _o("pd_decider", str, "never", "P/D: when to disaggregate", "P/D",
-       registry="blis.pd:DECIDERS"),
+       registry="blis.fleet.pd:DECIDERS"),
     _o("pd_prefix_threshold", int, 16, "P/D prefix-threshold: uncached input tokens above this "
        "disaggregate", "P/D", low=0),
     _o("pd_transfer_bandwidth", float, 25.0, "P/D: KV transfer bandwidth, GB/s", "P/D", low=0,
@@ -571,9 +571,9 @@ def _infra_config(bundle: dict, cfg: SimConfig, replay: bool) -> None:
 
 
 def _validate_policy_names(pol: PolicyConfig) -> None:
-    from blis.admission import ADMISSION_POLICIES
-    from blis.routing import ROUTING_POLICIES, SCORERS
-    from blis.scheduler import PREEMPTION_POLICIES, SCHEDULERS
+    from blis.cluster.admission import ADMISSION_POLICIES
+    from blis.cluster.routing import ROUTING_POLICIES, SCORERS
+    from blis.engine.scheduler import PREEMPTION_POLICIES, SCHEDULERS
 
     for field, value, registry in (("admission-policy", pol.admission_policy, ADMISSION_POLICIES),
                                    ("routing-policy", pol.routing_policy, ROUTING_POLICIES),
@@ -590,7 +590,7 @@ def _validate_policy_names(pol: PolicyConfig) -> None:
 
 def _pd_config(opts: dict, num_instances: int) -> PDConfig:
     """Pool sizes must fit the cluster; an enabled split needs both a prefill and a decode side."""
-    from blis.pd import DECIDERS
+    from blis.fleet.pd import DECIDERS
 
     pd = PDConfig(
         prefill_instances=_get(opts, "prefill_instances"),
@@ -636,12 +636,12 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
 
     With ``replay`` the requests come from a trace, so no workload is synthesized.
     """
-    from blis.routing import parse_scorers
+    from blis.cluster.routing import parse_scorers
     from blis.workload import parse_workload_spec, preset_spec, synthesize_distribution_spec
 
     opts = normalize(options)
     if opts.get("coefficients"):  # a `blis calibrate` output file supplies both vectors
-        from blis.calibrate import read_coeffs
+        from blis.calibration.fit import read_coeffs
         fitted = read_coeffs(opts["coefficients"])
         opts.setdefault("alpha_coeffs", fitted["alpha"])
         opts.setdefault("beta_coeffs", fitted["beta"])
@@ -752,8 +752,8 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
 def _resolve(cfg: SimConfig):
     """Resolve the deployment now (model fits the GPU, TP divides the heads, context within the
     model, GPU names known, every P/D pool), so a study pre-flight catches what a run would."""
-    from blis.deployment import resolve_deployment
-    from blis.model_config import derive_max_model_len
+    from blis.config.deployment import resolve_deployment
+    from blis.config.model_config import derive_max_model_len
 
     resolved = resolve_deployment(cfg.deployment, cfg.engine)
     limit = derive_max_model_len(resolved.model_config)
@@ -761,7 +761,7 @@ def _resolve(cfg: SimConfig):
         raise ConfigError("max-model-len", f"{cfg.deployment.max_model_len} exceeds the model's "
                                            f"context length ({limit} tokens)")
     if cfg.pd.enabled:
-        from blis.pd import pool_deployments
+        from blis.fleet.pd import pool_deployments
 
         pool_deployments(cfg, resolved)
     return resolved
@@ -769,7 +769,7 @@ def _resolve(cfg: SimConfig):
 
 def _validate_policy_parameters(pol: PolicyConfig, opts: dict, bundle: dict) -> None:
     """Policy parameters are checked here, not when the policy is first built mid-run."""
-    from blis.admission import _gaie_thresholds, _positive, parse_probabilistic_params
+    from blis.cluster.admission import _gaie_thresholds, _positive, parse_probabilistic_params
 
     if pol.admission_policy == "token-bucket":
         for key in ("token_bucket_capacity", "token_bucket_refill_rate"):

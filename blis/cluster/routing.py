@@ -11,7 +11,7 @@ import math
 from collections import OrderedDict
 
 from blis.errors import ConfigError
-from blis.snapshot import RouterState
+from blis.cluster.snapshot import RouterState
 
 DEFAULT_SCORERS: list[tuple[str, float]] = [
     ("precise-prefix-cache", 2.0), ("queue-depth", 1.0), ("kv-utilization", 1.0)]

@@ -19,7 +19,7 @@ import yaml
 
 from blis.errors import ConfigError
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MODEL_CONFIGS_DIR = DATA_DIR / "model_configs"
 HARDWARE_CONFIG_PATH = DATA_DIR / "hardware_config.json"
 DEFAULTS_PATH = DATA_DIR / "defaults.yaml"

@@ -8,7 +8,7 @@ import yaml
 
 
 def _cmd_calibrate(ns) -> int:
-    from blis.calibrate import (calibrate, experiment_options, experiment_target, load_experiment,
+    from blis.calibration.fit import (calibrate, experiment_options, experiment_target, load_experiment,
                                 write_coeffs)
     from blis.errors import ConfigError
 

@@ -1,6 +1,6 @@
 """One vLLM-like serving instance: wait queue, running batch, KV cache and the step loop (§2.1, §4).
 
-Events are pushed into the cluster's single heap (see ``blis.cluster``); this module owns what
+Events are pushed into the cluster's single heap (see ``blis.cluster.simulator``); this module owns what
 happens when an instance event fires. Observational events of the reference (ScheduledEvent,
 RequestLeftEvent) change no state, so they are not queued: their only visible effect, the
 instance's end-of-simulation time, is tracked directly in ``last_event_time``.
@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import os
 
-from blis.batch_formation import BatchFormer
-from blis.kv_cache import KVCache
-from blis.metrics import IntHistogram
+from blis.engine.batch_formation import BatchFormer
+from blis.engine.kv_cache import KVCache
+from blis.results.metrics import IntHistogram
 from blis.request import COMPLETED, RUNNING, TIMED_OUT
 
 # instance event priorities (lower fires first at equal time)
@@ -37,7 +37,7 @@ EV_TIMEOUT = 6
 
 
 class InstanceStats:
-    """Counters and raw samples one instance accumulates; aggregated by ``blis.metrics``."""
+    """Counters and raw samples one instance accumulates; aggregated by ``blis.results.metrics``."""
 
     __slots__ = (
         "completed", "dropped_unservable", "timed_out", "length_capped", "preemptions",
@@ -63,7 +63,7 @@ class InstanceStats:
         self.itl_samples = IntHistogram()  # ITL samples of completed requests
         self.queue_len_sum = 0  # wait-queue length summed over steps (HOL detection)
         self.queue_len_n = 0
-        self.folded = None  # lean runs: values of finished requests (blis.metrics.Folder)
+        self.folded = None  # lean runs: values of finished requests (blis.results.metrics.Folder)
 
 
 def merge_stats(instances) -> InstanceStats:
@@ -124,7 +124,7 @@ class Instance:
         self.run_keys = 0
         self.kv_tiered = engine_cfg.kv_cpu_blocks > 0
         if self.kv_tiered:  # CPU KV tier (spec §5.8), mirrored every step: reference steps only
-            from blis.kv_tiered import TieredKVCache
+            from blis.engine.kv_tiered import TieredKVCache
             self.kv = TieredKVCache(deployment.total_kv_blocks, deployment.block_size,
                                     engine_cfg.kv_cpu_blocks, engine_cfg.kv_transfer_bandwidth,
                                     engine_cfg.kv_transfer_base_latency)

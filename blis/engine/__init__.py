@@ -1,0 +1,7 @@
+"""One instance's engine: the wait queue and its orderings, vLLM-style batch formation with chunked
+prefill and preemption, the KV-cache block manager (prefix caching, optional CPU tier) and the step
+loop that asks the latency model for each step's duration.
+
+May import: blis.request, blis.latency, blis.results, blis.errors. Never the cluster or the fleet:
+the cluster drives an instance through ``Instance.inject`` / ``step`` and reads its counters.
+"""
