@@ -12,16 +12,13 @@ import heapq
 
 from blis.cluster.admission import build_admission
 from blis.engine.instance import Instance
+from blis.events import EV_ADMISSION, EV_ARRIVAL, EV_ROUTING
 from blis.request import COMPLETED
 from blis.rng import PartitionedRNG
 from blis.cluster.routing import build_routing
 from blis.engine.scheduler import build_scheduler
 from blis.cluster.slo import SLOPriorities
 from blis.cluster.snapshot import RouterState, Snapshot
-
-EV_ARRIVAL = 0
-EV_ADMISSION = 1
-EV_ROUTING = 2
 
 
 class ClusterSimulator:

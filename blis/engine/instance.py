@@ -27,13 +27,9 @@ import os
 
 from blis.engine.batch_formation import BatchFormer
 from blis.engine.kv_cache import KVCache
+from blis.events import EV_QUEUED, EV_STEP, EV_TIMEOUT
 from blis.results.metrics import IntHistogram
 from blis.request import COMPLETED, RUNNING, TIMED_OUT
-
-# instance event priorities (lower fires first at equal time)
-EV_QUEUED = 1
-EV_STEP = 3
-EV_TIMEOUT = 6
 
 
 class InstanceStats:

@@ -13,11 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from blis.events import EV_SCALE_ACTUATION, EV_SCALING_TICK
 from blis.fleet.node_pools import sample_delay
-
-# cluster event priorities (spec §2.2)
-EV_SCALING_TICK = 8
-EV_SCALE_ACTUATION = 9
 
 
 @dataclass

@@ -13,6 +13,7 @@ import bisect
 
 from blis.config.schema import LifecycleConfig
 from blis.errors import ConfigError
+from blis.events import EV_INSTANCE, EV_NODE_READY
 from blis.fleet.node_pools import NODE_PROVISIONING, NODE_READY, NodePools, pool_deployment, sample_delay
 from blis.request import TIMED_OUT
 from blis.rng import PartitionedRNG
@@ -20,9 +21,7 @@ from blis.rng import PartitionedRNG
 SCHEDULING, LOADING, WARMING_UP, ACTIVE, DRAINING, TERMINATED = (
     "Scheduling", "Loading", "WarmingUp", "Active", "Draining", "Terminated")
 
-# cluster event priorities (spec §2.2); instance events carry (kind, instance index)
-EV_NODE_READY = -2
-EV_INSTANCE = -1
+# lifecycle events carry (kind, instance index)
 LOADED, DRAINED = "loaded", "drained"
 
 

@@ -19,15 +19,12 @@ from blis.config.deployment import resolve_deployment
 from blis.errors import ConfigError
 from blis.engine.instance import InstanceStats, merge_stats
 from blis.config.kv_capacity import kv_bytes_per_token
+from blis.events import EV_KV_TRANSFER_COMPLETED, EV_KV_TRANSFER_STARTED, EV_PREFILL_ROUTING
 from blis.results.metrics import distribution
 from blis.rng import PartitionedRNG
 from blis.cluster.routing import build_routing
 from blis.request import COMPLETED, QUEUED, TIMED_OUT, WAITING_FOR_REMOTE_KVS, Request
 
-# cluster event priorities (spec §2.2)
-EV_PREFILL_ROUTING = 4
-EV_KV_TRANSFER_STARTED = 5
-EV_KV_TRANSFER_COMPLETED = 6
 
 ROLE_NONE, ROLE_PREFILL, ROLE_DECODE, ROLE_SHARED = "", "prefill", "decode", "prefill-decode"
 
