@@ -54,7 +54,7 @@ class ClusterSimulator:
             deployments = []  # the fleet places the initial instances on nodes
         self.instances = [
             Instance(i, deployments[i], cfg.engine, build_scheduler(pol.scheduler),
-                     pol.preemption_policy, self.push, cfg.horizon, self._on_finished)
+                     pol.preemption_policy, self.push, cfg.horizon, self.request_finished)
             for i in range(len(deployments))
         ]
         self.route_pool = self.instances  # instances routing may pick
@@ -93,7 +93,7 @@ class ClusterSimulator:
         pol = self.cfg.policy
         inst = Instance(len(self.instances), deployment, self.cfg.engine,
                         build_scheduler(pol.scheduler), pol.preemption_policy, self.push,
-                        self.horizon, self._on_finished)
+                        self.horizon, self.request_finished)
         self.instances.append(inst)
         self.instance_cost.append(0.0)
         self.in_flight.append(0)
@@ -107,7 +107,7 @@ class ClusterSimulator:
         heapq.heappush(self.heap, (t, src, prio, self.seq, payload))
 
     # ---- router view of the instances -----------------------------------------------------
-    def _snapshot(self, inst) -> Snapshot:
+    def snapshot(self, inst) -> Snapshot:
         i = inst.index
         clock = self.clock
         if self.refresh_interval <= 0 or clock - self._signal_time[i] >= self.refresh_interval:
@@ -126,7 +126,7 @@ class ClusterSimulator:
             max_batch_size=inst.max_num_seqs, gpu_type=inst.deployment.gpu,
             tp=inst.deployment.tp, cost_per_hour=self.instance_cost[i])
 
-    def _router_state(self, req, pool: list | None = None) -> RouterState:
+    def router_state(self, req, pool: list | None = None) -> RouterState:
         """Snapshots of ``pool`` (default: the routable instances) serving the request's model."""
         if self.cache_delay > 0 and self.clock - self._cache_time >= self.cache_delay:
             self._cache_time = self.clock
@@ -134,7 +134,7 @@ class ClusterSimulator:
                 inst.kv.start_journal()
                 self._cache_maps[inst.index] = None
         want = req.model.lower() if req.model else ""
-        snaps = [self._snapshot(inst) for inst in (self.route_pool if pool is None else pool)
+        snaps = [self.snapshot(inst) for inst in (self.route_pool if pool is None else pool)
                  if not want or not self._model or want == self._model]
         return RouterState(snapshots=snaps, clock=self.clock, cached_blocks=self._cached_blocks)
 
@@ -160,7 +160,7 @@ class ClusterSimulator:
         return n
 
     # ---- bookkeeping callbacks -------------------------------------------------------------
-    def _on_finished(self, req, tick: int, dropped: bool) -> None:
+    def request_finished(self, req, tick: int, dropped: bool) -> None:
         idx = int(req.assigned_instance.rsplit("_", 1)[1])
         if self.in_flight[idx] > 0:
             self.in_flight[idx] -= 1
@@ -232,7 +232,7 @@ class ClusterSimulator:
                 self.arrived.append(req)
             self.push(t + self.admission_latency, 0, EV_ADMISSION, req)
         elif prio == EV_ADMISSION:
-            ok, _reason = self.admission.admit(req, self._router_state(req))
+            ok, _reason = self.admission.admit(req, self.router_state(req))
             if ok:
                 self.push(t + self.routing_latency, 0, EV_ROUTING, req)
             else:
@@ -245,24 +245,27 @@ class ClusterSimulator:
             if self.pd is not None:
                 self.pd.route(req, t)
                 return
-            state = self._router_state(req)
+            state = self.router_state(req)
             pos = self.routing.route(req, state)
             if pos is None:
                 self.routing_rejections += 1
                 return
-            self._inject(req, state.snapshots[pos].index, t)
+            self.dispatch(req, state.snapshots[pos].index, t)
         else:
             self.handlers[prio](t, req)
 
-    def _inject(self, req, idx: int, t: int) -> None:
-        """Hand a routed request to instance ``idx``."""
+    def dispatch(self, req, idx: int, t: int, runs=None) -> None:
+        """Hand routed request ``req`` to instance ``idx``; under P/D the instance ``runs`` a
+        sub-request of it instead."""
         self.in_flight[idx] += 1
         if self.fleet is not None:
             self.fleet.on_routed(req, idx)
         self.admission.on_routed(req)
         self.routed[req.id] = req
-        req.priority = self.slo.vllm_priority(req.slo_class)
         inst = self.instances[idx]
-        if t > inst.last_event_time:  # Go advances the instance clock when a request is routed
-            inst.last_event_time = t
-        inst.inject(req, t)
+        if runs is None:
+            runs = req
+            if t > inst.last_event_time:  # Go advances the instance clock when a request is routed
+                inst.last_event_time = t
+        runs.priority = self.slo.vllm_priority(runs.slo_class)
+        inst.inject(runs, t)

@@ -102,7 +102,7 @@ class Autoscaler:
 
     def _tick(self, t: int, _payload) -> None:
         sim = self.sim
-        snaps = [sim._snapshot(inst) for inst in self.fleet.routable]
+        snaps = [sim.snapshot(inst) for inst in self.fleet.routable]
         decision = optimize(analyze(snaps, self.fleet.pending_capacity_tokens(), self.cfg))
         delta = decision[1] if decision else 0
         if delta <= 0:

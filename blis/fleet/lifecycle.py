@@ -219,7 +219,7 @@ class Fleet:
                 stats.ttft.pop(r.id, None)
                 stats.sched_delay.pop(r.id, None)
                 self.drained_dropped += 1
-                sim._on_finished(r, t, dropped=True)
+                sim.request_finished(r, t, dropped=True)
         if self.state[idx] == DRAINING and sim.in_flight[idx] == 0:
             self._terminate(idx, t)
 

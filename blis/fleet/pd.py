@@ -187,14 +187,14 @@ class PDCoordinator:
     def route(self, req, t: int) -> None:
         """Decode-first routing (§12.2): pick the decode pod, then ask the decider."""
         sim = self.sim
-        state = sim._router_state(req, self.decode_pool)
+        state = sim.router_state(req, self.decode_pool)
         pos = sim.routing.route(req, state)
         if pos is None:
             sim.routing_rejections += 1
             return
         idx = state.snapshots[pos].index
         if not self.decider.disaggregate(req, state, pos):
-            sim._inject(req, idx, t)
+            sim.dispatch(req, idx, t)
             return
         parent = Parent(req, idx)
         self.parents.append(parent)
@@ -204,7 +204,7 @@ class PDCoordinator:
     def _prefill_routing(self, t: int, parent: Parent) -> None:
         sim = self.sim
         sub = parent.prefill
-        state = sim._router_state(sub, self.prefill_pool)
+        state = sim.router_state(sub, self.prefill_pool)
         pos = self.prefill_routing.route(sub, state)
         if pos is None:
             sim.routing_rejections += 1
@@ -214,12 +214,8 @@ class PDCoordinator:
         parent.prefill_idx = idx
         parent.prefill_enqueue = t
         req = parent.req
-        sim.in_flight[idx] += 1
-        sim.admission.on_routed(req)
-        sim.routed[req.id] = req
         req.assigned_instance = sim.instances[parent.decode_idx].id
-        sub.priority = sim.slo.vllm_priority(sub.slo_class)
-        sim.instances[idx].inject(sub, t)
+        sim.dispatch(req, idx, t, runs=sub)
 
     # ---- sub-request completion ----------------------------------------------------------
     def on_finished(self, req, tick: int, dropped: bool) -> bool:
