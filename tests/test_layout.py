@@ -57,3 +57,15 @@ def test_every_package_says_what_it_owns():
             continue
         tree = ast.parse(init.read_text())
         assert ast.get_docstring(tree), f"{init.parent.name}/__init__.py has no docstring"
+
+
+def test_every_cited_spec_section_is_listed_in_the_docs():
+    listed = set(re.findall(r"^\| (\d+(?:\.\d+)*) \|", (BLIS.parent / "docs" / "spec-sections.md").read_text(),
+                            re.MULTILINE))
+    ref = re.compile(r"§\s?(\d+(?:\.\d+)*)(?:[–-](\d+(?:\.\d+)*))?")
+    cited = set()
+    for top in ("blis", "search", "objectives", "tests"):
+        for p in (BLIS.parent / top).rglob("*.py"):
+            for m in ref.finditer(p.read_text()):
+                cited.update(n for n in m.groups() if n)
+    assert sorted(cited - listed) == []
