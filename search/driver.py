@@ -30,7 +30,9 @@ import optuna
 from optuna.trial import TrialState
 
 from blis.errors import ConfigError
-from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_interrupted
+from search.fidelity import screening_objective
+from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_extra, is_interrupted
+from search.reevaluate import post_search
 from search.space import space_size, suggest
 from search.storage import StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
 from search.study_file import StudySpec
@@ -198,6 +200,10 @@ def run_search(
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             with _signals_stop() as caught:
                 _Loop(study, spec, budget, workers, timeout, simulate, progress, caught).run()
+                # Fidelity promotions and robust re-evaluations (search/reevaluate.py): no budget.
+                post_search(study, spec, budget, workers, timeout, simulate, caught, say=progress)
+                if caught:
+                    raise Interrupted(caught[0])
         finally:
             if owns_ray:
                 import ray
@@ -240,12 +246,12 @@ class _Loop:
         self.study, self.spec, self.budget, self.workers, self.timeout = study, spec, budget, workers, timeout
         self.caught = caught
         self.evaluate = remote_evaluate()
-        self.objective_ref = ray.put(spec.objective(simulate))
+        self.objective_ref = ray.put(screening_objective(spec, simulate))
         trials = study.get_trials(deepcopy=False)
         #: params key -> (trial number, completed?) of evaluated trials: the simulator is
         #: deterministic, so a failure is as final as a result, except for a retried baseline
         self.finished = {_params_key(t.params): (t.number, t.state == TrialState.COMPLETE) for t in trials
-                         if not is_duplicate(t) and (t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not is_interrupted(t)))}
+                         if not is_duplicate(t) and not is_extra(t) and (t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not is_interrupted(t)))}
         self.done = sum(counts_toward_budget(t) for t in trials)
         self.tally = Tally.of(study)
         self.bar = Progress(self.tally, budget, self.done, progress, spec.name)
