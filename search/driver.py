@@ -9,7 +9,9 @@ Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread
 (completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
 system fault the trial survived). A FAIL trial without ``error`` is one a driver was interrupted
 on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
-``duplicate_of`` and costs no budget.
+``duplicate_of`` and costs no budget. After the search, ``search.reevaluate.post_search`` adds
+fidelity promotions (``promoted_from``/``fidelity``) and robust re-evaluations
+(``robust_of``/``robust_seed``) as further trials, also free of budget.
 """
 
 from __future__ import annotations
