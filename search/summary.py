@@ -60,6 +60,9 @@ def summary_text(study: optuna.Study, spec: StudySpec, out_dir: Path, started: d
             best = pick(finite, key=lambda p: p["values"][m])
             v, b = best["values"][m], base.get(m) if base else None
             vs = f" vs {tradeoffs.fmt(b, m)}{_pct(v, b)}" if b is not None else ""
+            change = (best.get("change_vs_baseline") or {}).get(m)
+            if change and change["mean"] is not None and change["ci95"] is not None:
+                vs += f" [{change['mean'] * 100:+.1f} % ± {change['ci95'] * 100:.1f} over the robust seeds]"
             lines.append(f"  {m}: {tradeoffs.fmt(v, m)}{vs} (trial {best['trial']}, {best['label']})")
     lines.append(f"report: {(out_dir / 'report.html').resolve()}")
     return "\n".join(lines)

@@ -109,6 +109,8 @@ def test_front_uses_robust_means_and_intervals(robust_run):
     assert all(p["ci95"] is not None and p["change_vs_baseline"] is not None for p in summary["front"])
     text = (out / "recommendations.md").read_text()
     assert "re-run on workload seeds [1, 2, 3]" in text and " ± " in text and "change vs baseline (95 %)" in text
+    page = (out / "report.html").read_text()
+    assert "means ± 95 % intervals over workload seeds [1, 2, 3]" in page and '"error_y"' in page
 
 
 def test_fidelity_study_fronts_only_full_fidelity_runs(tmp_path):
