@@ -5,8 +5,8 @@ is the single source of truth, so a driver killed at any moment resumes by re-ru
 command: finished trials are kept, and trials a dead driver left RUNNING are failed and
 re-enqueued with the same parameters (counting once toward the budget).
 
-Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``
-(completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
+Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``/
+``cpu_seconds`` (completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
 system fault the trial survived). A FAIL trial without ``error`` is one a driver was interrupted
 on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
 ``duplicate_of`` and costs no budget. After the search, ``search.reevaluate.post_search`` adds
@@ -365,6 +365,7 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
     if outcome.spread:
         trial.set_user_attr("spread", outcome.spread)
     trial.set_user_attr("seconds", round(outcome.seconds, 3))
+    trial.set_user_attr("cpu_seconds", round(outcome.cpu_seconds, 3))
     study.tell(trial, outcome.values)
     return True
 

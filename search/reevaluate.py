@@ -212,7 +212,8 @@ def _store(study: optuna.Study, job: Job, outcome) -> None:
     if isinstance(outcome, TrialError):
         trial = create_trial(state=TrialState.FAIL, user_attrs={**job.attrs, "error": outcome.message}, **common)
     else:
-        attrs = {**job.attrs, "metrics": outcome.metrics, "seconds": round(outcome.seconds, 3)}
+        attrs = {**job.attrs, "metrics": outcome.metrics, "seconds": round(outcome.seconds, 3),
+                 "cpu_seconds": round(outcome.cpu_seconds, 3)}
         if outcome.spread:
             attrs["spread"] = outcome.spread
         constraints = list(outcome.constraints.values())
