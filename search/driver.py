@@ -5,11 +5,13 @@ is the single source of truth, so a driver killed at any moment resumes by re-ru
 command: finished trials are kept, and trials a dead driver left RUNNING are failed and
 re-enqueued with the same parameters (counting once toward the budget).
 
-Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``
-(completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
+Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``/
+``cpu_seconds`` (completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
 system fault the trial survived). A FAIL trial without ``error`` is one a driver was interrupted
 on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
-``duplicate_of`` and costs no budget.
+``duplicate_of`` and costs no budget. After the search, ``search.reevaluate.post_search`` adds
+fidelity promotions (``promoted_from``/``fidelity``) and robust re-evaluations
+(``robust_of``/``robust_seed``) as further trials, also free of budget.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import optuna
 from optuna.trial import TrialState
 
 from blis.errors import ConfigError
-from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_interrupted
+from search.fidelity import screening_objective
+from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_extra, is_interrupted
+from search.reevaluate import post_search
 from search.space import space_size, suggest
 from search.storage import StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
 from search.study_file import StudySpec
@@ -198,6 +202,10 @@ def run_search(
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             with _signals_stop() as caught:
                 _Loop(study, spec, budget, workers, timeout, simulate, progress, caught).run()
+                # Fidelity promotions and robust re-evaluations (search/reevaluate.py): no budget.
+                post_search(study, spec, budget, workers, timeout, simulate, caught, say=progress)
+                if caught:
+                    raise Interrupted(caught[0])
         finally:
             if owns_ray:
                 import ray
@@ -240,12 +248,12 @@ class _Loop:
         self.study, self.spec, self.budget, self.workers, self.timeout = study, spec, budget, workers, timeout
         self.caught = caught
         self.evaluate = remote_evaluate()
-        self.objective_ref = ray.put(spec.objective(simulate))
+        self.objective_ref = ray.put(screening_objective(spec, simulate))
         trials = study.get_trials(deepcopy=False)
         #: params key -> (trial number, completed?) of evaluated trials: the simulator is
         #: deterministic, so a failure is as final as a result, except for a retried baseline
         self.finished = {_params_key(t.params): (t.number, t.state == TrialState.COMPLETE) for t in trials
-                         if not is_duplicate(t) and (t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not is_interrupted(t)))}
+                         if not is_duplicate(t) and not is_extra(t) and (t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not is_interrupted(t)))}
         self.done = sum(counts_toward_budget(t) for t in trials)
         self.tally = Tally.of(study)
         self.bar = Progress(self.tally, budget, self.done, progress, spec.name)
@@ -357,6 +365,7 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
     if outcome.spread:
         trial.set_user_attr("spread", outcome.spread)
     trial.set_user_attr("seconds", round(outcome.seconds, 3))
+    trial.set_user_attr("cpu_seconds", round(outcome.cpu_seconds, 3))
     study.tell(trial, outcome.values)
     return True
 

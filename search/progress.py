@@ -22,9 +22,15 @@ def is_duplicate(t: optuna.trial.FrozenTrial) -> bool:
     return "duplicate_of" in t.user_attrs
 
 
+def is_extra(t: optuna.trial.FrozenTrial) -> bool:
+    """A re-evaluation after the search (promotion to a higher fidelity, a robust seed)."""
+    return "promoted_from" in t.user_attrs or "robust_of" in t.user_attrs
+
+
 def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
-    """Completed and failed evaluations; interrupted trials and answered duplicates are free."""
-    if is_duplicate(t):
+    """Completed and failed search evaluations; interrupted trials, answered duplicates and
+    re-evaluations after the search are free."""
+    if is_duplicate(t) or is_extra(t):
         return False
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and not is_interrupted(t))
 
@@ -48,6 +54,8 @@ class Tally:
     def of(cls, study: optuna.Study) -> "Tally":
         tally = cls([1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions])
         for t in study.get_trials(deepcopy=False):
+            if is_extra(t):
+                continue
             if is_duplicate(t):
                 tally.duplicates += 1
             elif t.state == TrialState.COMPLETE:

@@ -24,8 +24,9 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from search import tradeoffs
+from search import robust, tradeoffs
 from search.driver import is_interrupted, load_run
+from search.fidelity import full_objective
 from search.progress import dominates
 from search.study_file import StudySpec
 
@@ -55,7 +56,7 @@ def pareto_ranks(points: dict[int, list[float]]) -> dict[int, int]:
 
 def blis_run_command(spec: StudySpec, params: dict, config_dir: Path) -> str:
     """The ``blis run`` command line of a trial; inline dicts go to files under ``config_dir``."""
-    options = spec.objective().options(params)
+    options = full_objective(spec).options(params)
     if spec.seeds:
         options["seed"] = spec.seeds[0]
     words = ["blis", "run"]
@@ -78,29 +79,69 @@ def constraint_name(spec: StudySpec, key: str) -> str:
     return spec.constraints[int(key)].name if key.isdigit() and int(key) < len(spec.constraints) else key
 
 
+def robust_summaries(study: optuna.Study, spec: StudySpec, trials) -> tuple[list[int], dict[int, robust.Summary]]:
+    """(robust seeds, candidate trial -> Summary) of the study's last robust stage (none: ([], {}))."""
+    plan = study.user_attrs.get("robust_plan")
+    if not plan:
+        return [], {}
+    return list(plan["seeds"]), robust.summarise(trials, list(plan["seeds"]))
+
+
+def _in_pool(t: optuna.trial.FrozenTrial, spec: StudySpec) -> bool:
+    """Trials the front is formed from: completed search trials, or the full-fidelity runs."""
+    if t.state != TrialState.COMPLETE or "robust_of" in t.user_attrs:
+        return False
+    if spec.fidelity:
+        return "promoted_from" in t.user_attrs and t.user_attrs.get("fidelity") == spec.fidelity.levels[-1]
+    return "promoted_from" not in t.user_attrs
+
+
 def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
+    """One row per trial. The front is ranked among the pool (``_in_pool``); after a robust
+    stage, re-evaluated candidates carry their means (``<m>``), 95 % half-widths (``<m>:ci95``)
+    and search values (``<m>:search``), rank among themselves, and every other pool trial ranks
+    after them (its rank on search values plus the last robust rank)."""
     names, signs = spec.metric_names, [1 if d == "minimize" else -1 for d in spec.directions]
     trials = study.get_trials(deepcopy=False)
-    feasible = {
-        t.number: [s * v for s, v in zip(signs, t.values)]
-        for t in trials
-        if t.state == TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())
-    }
-    ranks = pareto_ranks(feasible)
-    by_number = {t.number: t for t in trials}
-    distance = tradeoffs.ideal_distance({k: list(by_number[k].values) for k in feasible if ranks[k] == 1}, spec.directions)
+    seeds, summaries = robust_summaries(study, spec, trials)
+    pool = [t for t in trials if _in_pool(t, spec)]
+    ok = {n: s for n, s in summaries.items() if not s.failed}
+    values = {t.number: (ok[t.number].means if t.number in ok else list(t.values)) for t in pool}
+    violations = {t.number: (ok[t.number].violations if t.number in ok else list(t.constraints.values())) for t in pool}
+    feasible = {n for n in values if all(c <= 0 for c in violations[n]) and not (n in summaries and summaries[n].failed)}
+    vec = {n: [s * v for s, v in zip(signs, values[n])] for n in feasible}
+    ranks = pareto_ranks({n: vec[n] for n in feasible if n in ok})
+    last = max(ranks.values(), default=0)
+    ranks.update({n: r + last for n, r in pareto_ranks({n: vec[n] for n in feasible if n not in ok}).items()})
+    front = {k for k in feasible if ranks[k] == 1}
+    distance = tradeoffs.ideal_distance({k: values[k] for k in front}, spec.directions)
+    robust.flag_indistinct([ok[k] for k in sorted(front) if k in ok], spec.directions)
     rows = []
     for t in trials:
         row: dict = {"trial": t.number, "state": _state(t)}
-        if t.state == TrialState.COMPLETE:
+        if spec.fidelity:
+            row["fidelity"] = t.user_attrs.get("fidelity", spec.fidelity.levels[0])
+        if t.number in values:
             row["feasible"] = t.number in feasible
             row["pareto_rank"] = ranks.get(t.number)
             row["ideal_distance"] = distance.get(t.number)
-            row.update(zip(names, t.values))
+            row.update(zip(names, values[t.number]))
+        elif t.state == TrialState.COMPLETE:
+            row.update({f"{m}:search": v for m, v in zip(names, t.values)})
+        s = ok.get(t.number)
+        if s is not None:
+            row.update({f"{m}:ci95": h for m, h in zip(names, s.halves)})
+            row.update({f"{m}:search": v for m, v in zip(names, t.values)})
+            row["robust_seeds"] = len(s.samples)
+            row["indistinct_from"] = ";".join(map(str, s.indistinct_from))
+        elif t.number in summaries:
+            row["robust_failed"] = True
         row.update({f"param:{k}": v for k, v in t.params.items()})
-        row.update({f"metric:{k}": v for k, v in (t.user_attrs.get("metrics") or {}).items() if k not in names})
-        row.update({f"violation:{constraint_name(spec, k)}": v for k, v in t.constraints.items()})
-        for key in ("baseline", "requeued_from", "duplicate_of", "seconds", "error"):
+        metrics = s.metrics if s is not None else (t.user_attrs.get("metrics") or {})
+        row.update({f"metric:{k}": v for k, v in metrics.items() if k not in names})
+        constraints = dict(zip(t.constraints, s.violations)) if s is not None else t.constraints
+        row.update({f"violation:{constraint_name(spec, k)}": v for k, v in constraints.items()})
+        for key in ("baseline", "requeued_from", "duplicate_of", "promoted_from", "robust_of", "robust_seed", "seconds", "cpu_seconds", "error"):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         rows.append(row)
@@ -108,6 +149,12 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
     for col in ("feasible", "pareto_rank", "ideal_distance", *names):
         if col not in df:
             df[col] = None
+    first = ["trial", "state", "fidelity", "feasible", "pareto_rank", "ideal_distance", *names,
+             *[f"{m}:ci95" for m in names], "indistinct_from", "robust_seeds", *[f"{m}:search" for m in names]]
+    first = [c for c in first if c in df]
+    df = df[first + [c for c in df.columns if c not in first]]
+    df.attrs["robust_seeds"] = seeds
+    df.attrs["summaries"] = ok
     return df
 
 
@@ -126,7 +173,7 @@ def _front(df: pd.DataFrame) -> pd.DataFrame:
 def _baseline_row(df: pd.DataFrame):
     if "baseline" not in df:
         return None
-    rows = df[(df["baseline"] == True) & (df["state"] == "COMPLETE")]  # noqa: E712 (pandas mask)
+    rows = df[(df["baseline"] == True) & (df["state"] == "COMPLETE") & df["feasible"].notna()]  # noqa: E712 (pandas mask)
     return rows.iloc[0] if len(rows) else None
 
 
@@ -143,6 +190,14 @@ class Point:
     score: float | None = None
     feasible: bool = True
     why: list[str] = field(default_factory=list)
+    halves: list[float] | None = None  # 95 % half-widths over the robust seeds
+    indistinct_from: list[int] = field(default_factory=list)
+    changes: list[tuple[float, float]] | None = None  # relative change vs the baseline: (mean, 95 % half-width)
+
+    def pm(self, i: int, metric: str) -> str:
+        """Value ``i`` with its interval when there is one: ``1.2 s ± 0.1 s``."""
+        text = tradeoffs.fmt(self.values[i], metric)
+        return text if self.halves is None else f"{text} ± {tradeoffs.fmt(self.halves[i], metric)}"
 
     def rejection(self) -> dict[str, float]:
         """Per-tier rejection rate, tier -> fraction."""
@@ -156,16 +211,20 @@ def _points(spec: StudySpec, study: optuna.Study, df: pd.DataFrame, out_dir: Pat
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     config_dir = out_dir.resolve() / "configs"
     objective = spec.objective()
+    summaries = df.attrs.get("summaries") or {}
+    rows = df.set_index("trial")
 
     def point(n: int, **kw) -> Point:
-        t = by_number[n]
+        t, s = by_number[n], summaries.get(n)
         return Point(
             trial=n,
             label=tradeoffs.config_label(objective.options(t.params), t.params),
-            values=list(t.values),
-            metrics=dict(t.user_attrs.get("metrics") or {}),
+            values=[float(rows.at[n, m]) for m in spec.metric_names],
+            metrics=dict(s.metrics if s is not None else t.user_attrs.get("metrics") or {}),
             params=dict(t.params),
             command=blis_run_command(spec, t.params, config_dir),
+            halves=None if s is None else list(s.halves),
+            indistinct_from=[] if s is None else list(s.indistinct_from),
             **kw,
         )
 
@@ -173,6 +232,10 @@ def _points(spec: StudySpec, study: optuna.Study, df: pd.DataFrame, out_dir: Pat
     points = [point(int(r["trial"]), score=float(r["ideal_distance"])) for _, r in front.iterrows()]
     row = _baseline_row(df)
     baseline = None if row is None else point(int(row["trial"]), feasible=bool(row["feasible"]))
+    if baseline is not None and baseline.trial in summaries:
+        for p in points:
+            if p.trial in summaries:
+                p.changes = robust.changes(summaries[p.trial], summaries[baseline.trial])
     knee = points[0].trial if points else None
     pairs = [(p.trial, p.values) for p in points]
     for p in points:
@@ -183,6 +246,8 @@ def _points(spec: StudySpec, study: optuna.Study, df: pd.DataFrame, out_dir: Pat
 
 def _recommendations(spec: StudySpec, df: pd.DataFrame, points: list[Point], baseline: Point | None) -> str:
     names = spec.metric_names
+    feasible = int((df["feasible"] == True).sum())  # noqa: E712 (the pool: full-fidelity runs)
+    extra, df = _split_extra(df)
     counts = Counter(df["state"])
     duplicates = int(df["duplicate_of"].notna().sum()) if "duplicate_of" in df else 0
     lines = [f"# Recommendations: {spec.name}", ""]
@@ -190,7 +255,7 @@ def _recommendations(spec: StudySpec, df: pd.DataFrame, points: list[Point], bas
         lines += [spec.description, ""]
     lines += [
         f"{len(df)} trials: {counts.get('COMPLETE', 0)} complete "
-        f"({int((df['feasible'] == True).sum())} feasible; duplicates reused: {duplicates}), "  # noqa: E712
+        f"({feasible} feasible; duplicates reused: {duplicates}), "
         f"{counts.get('FAIL', 0)} failed, {counts.get('INTERRUPTED', 0)} interrupted and re-run.",
         "",
         "Objectives: " + ", ".join(f"`{m}` ({d}, {tradeoffs.unit(m) or 'no unit'})" for m, d in zip(names, spec.directions)) + ".",
@@ -199,10 +264,22 @@ def _recommendations(spec: StudySpec, df: pd.DataFrame, points: list[Point], bas
         lines.append("Constraints: " + ", ".join(f"`{c.name}`" for c in spec.constraints) + ".")
     if spec.seeds:
         lines.append(f"Metrics are means over seeds {spec.seeds}; commands use seed {spec.seeds[0]}.")
+    if spec.fidelity:
+        promoted = extra[extra["promoted_from"].notna()] if "promoted_from" in extra else extra.iloc[0:0]
+        per_level = ", ".join(f"{int((promoted['fidelity'] == n).sum())} at {n}" for n in spec.fidelity.levels[1:])
+        lines.append(f"Multi-fidelity: search trials ran {spec.fidelity.levels[0]} requests; promoted by rank and crowding: "
+                     f"{per_level} requests. Only {spec.fidelity.levels[-1]}-request results form the front.")
+    seeds = df.attrs.get("robust_seeds") or []
+    if seeds:
+        n = len(df.attrs.get("summaries") or {})
+        lines.append(f"Robust: {n} candidates (the search's front and the baseline) re-run on workload seeds {seeds}; "
+                     "values are means ± 95 % t-interval half-widths over those seeds, and the front is ranked on the means. "
+                     "\"≈ #k\": not statistically distinguishable from that neighbour (paired 95 % intervals of every objective's "
+                     "difference contain 0).")
     if baseline is not None:
         lines.append(
             f"Baseline (trial {baseline.trial}, {baseline.label}): "
-            + ", ".join(f"`{m}` = {tradeoffs.fmt(v, m)}" for m, v in zip(names, baseline.values))
+            + ", ".join(f"`{m}` = {baseline.pm(i, m)}" for i, m in enumerate(names))
             + _rejection_text(baseline)
             + ("" if baseline.feasible else " (infeasible)")
             + "."
@@ -220,26 +297,48 @@ def _recommendations(spec: StudySpec, df: pd.DataFrame, points: list[Point], bas
         "Ranked by score = distance to the ideal point after min-max normalising each objective over the front "
         "(0 = best in every objective); the first is the knee.",
         "",
-        "| # | trial | configuration | " + " | ".join(f"`{m}`" for m in names) + " | score |",
-        "|---|---|---|" + "---|" * len(names) + "---|",
+        "| # | trial | configuration | " + " | ".join(f"`{m}`" for m in names) + " | score |" + (" indistinguishable from |" if seeds else ""),
+        "|---|---|---|" + "---|" * len(names) + "---|" + ("---|" if seeds else ""),
     ]
+    rank_of = {p.trial: i for i, p in enumerate(points, 1)}
     for i, p in enumerate(points, 1):
-        lines.append(f"| {i} | {p.trial} | {p.label} | " + " | ".join(tradeoffs.fmt(v, m) for m, v in zip(names, p.values)) + f" | {p.score:.3f} |")
+        same = ", ".join(f"≈ #{rank_of[t]}" for t in p.indistinct_from if t in rank_of) or "-"
+        lines.append(f"| {i} | {p.trial} | {p.label} | " + " | ".join(p.pm(k, m) for k, m in enumerate(names)) + f" | {p.score:.3f} |"
+                     + (f" {same} |" if seeds else ""))
     lines.append("")
     for i, p in enumerate(points, 1):
         lines += [f"### {i}. Trial {p.trial}: {p.label}", ""]
         lines += [f"- {sentence}" for sentence in p.why]
-        lines += ["", "| metric | value |" + (" baseline |" if baseline is not None else ""), "|---|---|" + ("---|" if baseline is not None else "")]
-        for m, v in zip(names, p.values):
-            lines.append(f"| `{m}` | {tradeoffs.fmt(v, m)} |" + (f" {tradeoffs.fmt(baseline.values[names.index(m)], m)} |" if baseline is not None else ""))
+        change = baseline is not None and p.changes is not None
+        lines += ["", "| metric | value |" + (" baseline |" if baseline is not None else "") + (" change vs baseline (95 %) |" if change else ""),
+                  "|---|---|" + ("---|" if baseline is not None else "") + ("---|" if change else "")]
+        for k, m in enumerate(names):
+            lines.append(f"| `{m}` | {p.pm(k, m)} |" + (f" {baseline.pm(k, m)} |" if baseline is not None else "")
+                         + (f" {_pct_interval(*p.changes[k])} |" if change else ""))
         for tier, v in p.rejection().items():
             b = baseline.rejection().get(tier) if baseline is not None else None
-            lines.append(f"| rejected ({tier}) | {tradeoffs.fmt(v, 'rejection_rate')} |" + (f" {tradeoffs.fmt(b, 'rejection_rate')} |" if baseline is not None else ""))
+            lines.append(f"| rejected ({tier}) | {tradeoffs.fmt(v, 'rejection_rate')} |" + (f" {tradeoffs.fmt(b, 'rejection_rate')} |" if baseline is not None else "")
+                         + (" |" if change else ""))
         extras = p.headline(names)
         if extras:
             lines += ["", "Other metrics: " + ", ".join(f"{k}={tradeoffs.fmt(v, k)}" for k, v in extras.items())]
         lines += ["", "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in p.params.items()), "", "```sh", p.command, "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _pct_interval(mean: float, half: float) -> str:
+    return f"{mean * 100:+.1f} % ± {half * 100:.1f}" if math.isfinite(mean) and math.isfinite(half) else "-"
+
+
+def _split_extra(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(re-evaluation rows, search rows): promotions and robust seeds are not search trials."""
+    mask = pd.Series(False, index=df.index)
+    for col in ("promoted_from", "robust_of"):
+        if col in df:
+            mask |= df[col].notna()
+    search = df[~mask]
+    search.attrs = df.attrs
+    return df[mask], search
 
 
 def _rejection_text(p: Point) -> str:
@@ -262,7 +361,7 @@ def _plots(spec: StudySpec, df: pd.DataFrame, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     names = spec.metric_names
-    complete = df[df["state"] == "COMPLETE"]
+    complete = df[(df["state"] == "COMPLETE") & df["feasible"].notna()]  # the pool: no re-evaluations
     if "duplicate_of" in complete:
         complete = complete[complete["duplicate_of"].isna()]
     written = []
@@ -343,16 +442,20 @@ def write_report(out_dir: str | Path, study: optuna.Study | None = None, spec: S
     files[2].write_text(_recommendations(spec, df, points, baseline))
     write_html(files[3], spec, df, points, baseline)
     files += _plots(spec, df, out_dir)
-    counts = Counter(df["state"])
+    extra, searched = _split_extra(df)
+    counts = Counter(searched["state"])
     summary = {
         "study": spec.name,
         "description": spec.description,
         "trials": {
-            "total": len(df),
+            "total": len(searched),
             **{s.lower(): counts.get(s, 0) for s in ("COMPLETE", "FAIL", "INTERRUPTED", "RUNNING", "WAITING")},
             "feasible": int((df["feasible"] == True).sum()),  # noqa: E712
-            "duplicates": int(df["duplicate_of"].notna().sum()) if "duplicate_of" in df else 0,
+            "duplicates": int(searched["duplicate_of"].notna().sum()) if "duplicate_of" in searched else 0,
+            "reevaluations": len(extra),
         },
+        "robust_seeds": df.attrs.get("robust_seeds") or [],
+        "fidelity": spec.fidelity.to_dict() if spec.fidelity else None,
         "objectives": [{"metric": m, "direction": d, "unit": tradeoffs.unit(m)} for m, d in zip(spec.metric_names, spec.directions)],
         "constraints": [c.to_dict() for c in spec.constraints],
         "seeds": spec.seeds,
@@ -363,6 +466,9 @@ def write_report(out_dir: str | Path, study: optuna.Study | None = None, spec: S
                 "label": p.label,
                 "score": p.score,
                 "values": dict(zip(spec.metric_names, p.values)),
+                "ci95": None if p.halves is None else dict(zip(spec.metric_names, p.halves)),
+                "change_vs_baseline": None if p.changes is None else {m: {"mean": c, "ci95": h} for m, (c, h) in zip(spec.metric_names, p.changes)},
+                "indistinct_from": p.indistinct_from,
                 "rejection": p.rejection(),
                 "params": p.params,
                 "command": p.command,

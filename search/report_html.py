@@ -29,7 +29,9 @@ FRONT_TRACE = "Pareto front"
 def _card(p: Point, names: list[str], rank: int | None) -> str:
     head = f"<b>{'#' + str(rank) + ' ' if rank else ''}trial {p.trial}: {html.escape(p.label)}</b>"
     lines = [head]
-    lines += [f"{m}: <b>{tradeoffs.fmt(v, m)}</b>" for m, v in zip(names, p.values)]
+    lines += [f"{m}: <b>{html.escape(p.pm(i, m))}</b>" for i, m in enumerate(names)]
+    if p.indistinct_from:
+        lines.append(f"statistically indistinguishable from trial(s) {', '.join(map(str, p.indistinct_from))}")
     lines += [f"{k}: {tradeoffs.fmt(v, k)}" for k, v in list(p.headline(names).items())[:8]]
     rej = p.rejection()
     if rej:
@@ -38,6 +40,12 @@ def _card(p: Point, names: list[str], rank: int | None) -> str:
         lines.append(f"score: {p.score:.3f}")
     lines += [html.escape(part) for part in textwrap.wrap(p.command, 90, subsequent_indent="    ")]
     return "<br>".join(lines)
+
+
+def _error_bars(points: list[Point], names: list[str], metric: str) -> dict:
+    """95 % intervals over the robust seeds as symmetric error bars."""
+    i = names.index(metric)
+    return dict(type="data", array=[p.halves[i] if math.isfinite(p.halves[i]) else 0 for p in points], thickness=1, width=3)
 
 
 def _other_card(row, names: list[str]) -> str:
@@ -53,7 +61,7 @@ def _figure(spec: StudySpec, df: pd.DataFrame, points: list[Point], baseline: Po
     def coord(values: list[float], metric: str, trial: int) -> float:
         return trial if metric == "trial" else values[names.index(metric)]
 
-    complete = df[df["state"] == "COMPLETE"]
+    complete = df[(df["state"] == "COMPLETE") & df["feasible"].notna()]  # the pool: no re-evaluations
     if "duplicate_of" in complete:
         complete = complete[complete["duplicate_of"].isna()]
     others = complete[~complete["trial"].isin(front_ids)]
@@ -81,6 +89,8 @@ def _figure(spec: StudySpec, df: pd.DataFrame, points: list[Point], baseline: Po
         mode="markers", name=FRONT_TRACE, uid="front",
         marker=dict(color="#1f77b4", size=10, line=dict(color="white", width=1)),
         hovertext=[_card(p, names, rank[p.trial]) for p in points], hoverinfo="text",
+        **{f"error_{axis}": _error_bars(points, names, metric) for axis, metric in (("x", x), ("y", y))
+           if metric != "trial" and points and all(p.halves is not None for p in points)},
     ))
     if points:
         knee = points[0]
@@ -119,8 +129,8 @@ td.num{text-align:right;white-space:nowrap} code{font-size:11px;word-break:break
 """
 
 
-def _delta_cell(v: float, b: float | None, metric: str, direction: str) -> str:
-    text = html.escape(tradeoffs.fmt(v, metric))
+def _delta_cell(v: float, b: float | None, metric: str, direction: str, half: float | None = None) -> str:
+    text = html.escape(tradeoffs.fmt(v, metric) + ("" if half is None else f" ± {tradeoffs.fmt(half, metric)}"))
     if b is None or not (math.isfinite(v) and math.isfinite(b)) or v == b:
         return f'<td class="num">{text}</td>'
     better = v < b if direction == "minimize" else v > b
@@ -138,11 +148,13 @@ def _table(spec: StudySpec, points: list[Point], baseline: Point | None) -> str:
     def row(p: Point, rank: str, cls: str) -> str:
         b = baseline if baseline is not None and p is not baseline else None
         cells = [f"<td>{rank}</td>", f"<td>{p.trial}</td>", f"<td>{html.escape(p.label)}</td>"]
-        cells += [_delta_cell(v, None if b is None else b.values[i], m, d) for i, (m, v, d) in enumerate(zip(names, p.values, spec.directions))]
+        cells += [_delta_cell(v, None if b is None else b.values[i], m, d, None if p.halves is None else p.halves[i])
+                  for i, (m, v, d) in enumerate(zip(names, p.values, spec.directions))]
         rej, brej = p.rejection(), (b.rejection() if b else {})
         cells += [_delta_cell(rej[t], brej.get(t), "rejection_rate", "minimize") if t in rej else "<td>-</td>" for t in tiers]
         cells.append(f'<td class="num">{"-" if p.score is None else f"{p.score:.3f}"}</td>')
-        cells.append("<td><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in p.why) + "</ul></td>")
+        why = p.why + ([f"statistically indistinguishable from trial(s) {', '.join(map(str, p.indistinct_from))}"] if p.indistinct_from else [])
+        cells.append("<td><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in why) + "</ul></td>")
         cells.append(f"<td><code>{html.escape(p.command)}</code></td>")
         return f'<tr class="{cls}">' + "".join(cells) + "</tr>"
 
@@ -153,9 +165,15 @@ def _table(spec: StudySpec, points: list[Point], baseline: Point | None) -> str:
 
 
 def write_html(path: Path, spec: StudySpec, df: pd.DataFrame, points: list[Point], baseline: Point | None) -> None:
+    from search.report import _split_extra
+
+    extra, df = _split_extra(df)
     counts = df["state"].value_counts()
+    robust_seeds = df.attrs.get("robust_seeds") or []
     intro = (
-        f"{len(df)} trials: {counts.get('COMPLETE', 0)} complete ({int((df['feasible'] == True).sum())} feasible), "  # noqa: E712
+        (f"Front values are means ± 95 % intervals over workload seeds {robust_seeds} (re-evaluated after the search). "
+         if robust_seeds else "")
+        + f"{len(df)} trials: {counts.get('COMPLETE', 0)} complete ({int((df['feasible'] == True).sum())} feasible), "  # noqa: E712
         f"{counts.get('FAIL', 0)} failed. Pareto front: {len(points)} configurations. "
         "Hover a point for its configuration, metrics and command; drag to zoom, double-click to reset."
     )

@@ -22,10 +22,13 @@ from objectives.metrics import MAXIMIZE, MINIMIZE, MetricRef, parse_metric
 from objectives.objective import Objective
 from objectives.paths import PD_REST, SCALAR_OPTIONS, SLO_OPTIONS, STRUCTURED_OPTIONS, apply_params, check_target
 from objectives.pricing import price_table
+from search.fidelity import FidelitySpec
+from search.robust import RobustSpec
 from search.space import Parameter, parse_parameter
 
 TOP_LEVEL_KEYS = (
-    "name description seed sampler base pd_split parameters objectives constraints seeds baseline pricing trials trial_timeout"
+    "name description seed sampler base pd_split parameters objectives constraints seeds baseline pricing trials trial_timeout "
+    "robust fidelity"
 ).split()
 SAMPLERS = {
     "nsgaii": {"population_size": int, "mutation_prob": float, "crossover_prob": float, "swapping_prob": float},
@@ -53,6 +56,8 @@ class StudySpec:
     pricing: dict = field(default_factory=dict)
     trials: int | None = None
     trial_timeout: float | None = None
+    robust: RobustSpec = field(default_factory=RobustSpec)
+    fidelity: FidelitySpec | None = None
 
     @property
     def directions(self) -> list[str]:
@@ -82,12 +87,18 @@ class StudySpec:
             d["seeds"] = self.seeds
         if self.baseline:
             d["baseline"] = self.baseline
+        if self.robust.explicit:
+            d["robust"] = self.robust.to_dict()
+        if self.fidelity:
+            d["fidelity"] = self.fidelity.to_dict()
         return d
 
     def fingerprint(self) -> str:
         """Hash of everything that changes what a trial means; budget and timeouts are excluded."""
         d = self.to_dict()
         keep = {k: d.get(k) for k in ("base", "parameters", "objectives", "constraints", "seeds", "pricing")}
+        if self.fidelity:  # only when set, so studies without it keep their fingerprint
+            keep["fidelity"] = d["fidelity"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -133,6 +144,8 @@ def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "st
         pricing=price_table(raw.get("pricing")),
         trials=_positive(raw.get("trials"), "trials", int),
         trial_timeout=_positive(raw.get("trial_timeout"), "trial_timeout", float),
+        robust=_parse_robust(raw.get("robust", None), "robust" in raw),
+        fidelity=_parse_fidelity(raw.get("fidelity"), parameters),
     )
     spec.sampler, spec.sampler_options = _parse_sampler(raw.get("sampler"), len(objectives))
     spec.baseline = _parse_baseline(raw.get("baseline"), parameters)
@@ -293,6 +306,56 @@ def _parse_seeds(raw: object) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError("seeds", "duplicate seed")
     return seeds
+
+
+def _parse_robust(raw: object, given: bool) -> RobustSpec:
+    """``robust: false | true | {seeds: K | [s1, s2, ...], candidates: N}`` (see search/robust.py)."""
+    if not given:
+        return RobustSpec()
+    if isinstance(raw, bool):
+        return RobustSpec(enabled=raw, explicit=True)
+    if not isinstance(raw, dict):
+        raise ConfigError("robust", "must be false, true or a mapping {seeds: K or [seed, ...], candidates: N}")
+    for key in raw:
+        if key not in ("seeds", "candidates"):
+            raise ConfigError(f"robust.{key}", "unknown key (expected seeds, candidates)")
+    spec = RobustSpec(explicit=True)
+    seeds = raw.get("seeds", None)
+    if isinstance(seeds, list):
+        spec.seeds = [_int(v, f"robust.seeds[{i}]") for i, v in enumerate(seeds)]
+        if len(spec.seeds) < 2 or len(set(spec.seeds)) != len(spec.seeds):
+            raise ConfigError("robust.seeds", f"must list at least 2 distinct seeds (a 95 % interval needs 2), got {seeds!r}")
+    elif seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+            raise ConfigError("robust.seeds", f"must be an integer >= 2 (a 95 % interval needs 2 seeds) or a list of seeds, got {seeds!r}")
+        spec.count = seeds
+    if "candidates" in raw:
+        spec.candidates = _positive(raw["candidates"], "robust.candidates", int)
+    return spec
+
+
+def _parse_fidelity(raw: object, parameters: list[Parameter]) -> FidelitySpec | None:
+    """``fidelity: {num_requests: [n0, n1, ..., full], share: f}`` (see search/fidelity.py)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "num_requests" not in raw:
+        raise ConfigError("fidelity", "must be a mapping {num_requests: [low, ..., full], share: fraction}")
+    for key in raw:
+        if key not in ("num_requests", "share"):
+            raise ConfigError(f"fidelity.{key}", "unknown key (expected num_requests, share)")
+    levels = raw["num_requests"]
+    if not isinstance(levels, list) or len(levels) < 2:
+        raise ConfigError("fidelity.num_requests", f"must be a list of at least 2 request counts, got {levels!r}")
+    levels = [_int(v, f"fidelity.num_requests[{i}]") for i, v in enumerate(levels)]
+    if levels[0] < 1 or any(b <= a for a, b in zip(levels, levels[1:])):
+        raise ConfigError("fidelity.num_requests", f"must be positive and strictly increasing, got {levels}")
+    share = raw.get("share")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
+        raise ConfigError("fidelity.share", f"must be a fraction in (0, 1], got {share!r}")
+    for p in parameters:
+        if p.name in ("num_requests", "workload_spec", "workload_spec.num_requests"):
+            raise ConfigError("fidelity", f"the fidelity sets num_requests, so it cannot be combined with the {p.name} parameter")
+    return FidelitySpec(levels, None if share is None else float(share))
 
 
 def _parse_sampler(raw: object, n_objectives: int) -> tuple[str, dict]:

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from search import tradeoffs
 from search.driver import is_interrupted
+from search.progress import is_extra
 from search.study_file import StudySpec
 
 
@@ -26,7 +27,8 @@ def _pct(v: float, b: float | None) -> str:
 def summary_text(study: optuna.Study, spec: StudySpec, out_dir: Path, started: datetime, elapsed: float) -> str:
     trials = study.get_trials(deepcopy=False)
     duplicates = sum("duplicate_of" in t.user_attrs for t in trials)
-    trials = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    extra = sum(is_extra(t) for t in trials)
+    trials = [t for t in trials if "duplicate_of" not in t.user_attrs and not is_extra(t)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     failed = sum(t.state == TrialState.FAIL and not is_interrupted(t) for t in trials)
     this_run = sum(t.datetime_complete is not None and t.datetime_complete >= started for t in trials)
@@ -37,6 +39,10 @@ def summary_text(study: optuna.Study, spec: StudySpec, out_dir: Path, started: d
         f"{duplicates} duplicates avoided (reused, not simulated); this run: {this_run} trials in {elapsed:.1f} s "
         f"({rate:.1f} trials/min)"
     ]
+    if extra:
+        seeds = report.get("robust_seeds") or []
+        lines.append(f"re-evaluated after the search (no budget): {extra} runs"
+                     + (f"; front values are means over workload seeds {seeds}" if seeds else ""))
     front, base = report["front"], report["baseline"]
     names = spec.metric_names
     if not front:
@@ -54,6 +60,9 @@ def summary_text(study: optuna.Study, spec: StudySpec, out_dir: Path, started: d
             best = pick(finite, key=lambda p: p["values"][m])
             v, b = best["values"][m], base.get(m) if base else None
             vs = f" vs {tradeoffs.fmt(b, m)}{_pct(v, b)}" if b is not None else ""
+            change = (best.get("change_vs_baseline") or {}).get(m)
+            if change and change["mean"] is not None and change["ci95"] is not None:
+                vs += f" [{change['mean'] * 100:+.1f} % ± {change['ci95'] * 100:.1f} over the robust seeds]"
             lines.append(f"  {m}: {tradeoffs.fmt(v, m)}{vs} (trial {best['trial']}, {best['label']})")
     lines.append(f"report: {(out_dir / 'report.html').resolve()}")
     return "\n".join(lines)

@@ -223,3 +223,17 @@ def test_every_metric_is_documented():
 
     doc = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert [name for name in METRICS if f"`{name}`" not in doc] == []
+
+
+def test_study_seeds_reach_a_workload_spec():
+    """Each of a study's seeds: regenerates the workload of a workload_spec (not only routing)."""
+    from blis.api import simulate
+
+    spec = {"version": "2", "seed": 5, "aggregate_rate": 50, "num_requests": 30, "clients": [
+        {"id": "c", "rate_fraction": 1, "arrival": {"process": "poisson"},
+         "input_distribution": {"type": "gaussian", "params": {"mean": 300, "std_dev": 100, "min": 10, "max": 800}},
+         "output_distribution": {"type": "gaussian", "params": {"mean": 60, "std_dev": 30, "min": 5, "max": 200}}}]}
+    base = {"model": "qwen/qwen2.5-7b-instruct", "workload_spec": spec}
+    runs = [simulate(dict(base, seed=s))["cluster"]["e2e_mean_ms"] for s in (1, 2)]
+    assert runs[0] != runs[1]
+    assert simulate(base)["cluster"] == simulate(dict(base, seed=5))["cluster"]

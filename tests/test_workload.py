@@ -742,3 +742,23 @@ def test_distribution_preset_and_unknown_preset():
     assert ei.value.field == "workload"
     assert ei.value.message == ("unknown preset 'x'; choose chatbot, contentgen, summarization, "
                                 "multidoc or distribution")
+
+
+def _run_stdout(capsys, spec_path, *extra) -> str:
+    from blis.cli import main
+
+    assert main(["run", "--model", "qwen/qwen2.5-7b-instruct", "--workload-spec", str(spec_path), *extra]) == 0
+    return capsys.readouterr().out
+
+
+def test_explicit_seed_reseeds_a_workload_spec_and_spec_seed_is_the_default(tmp_path, capsys):
+    """--seed overrides the spec's seed: (issue 9); without --seed the spec's seed: is used."""
+    spec = spec_dict(client(input_distribution=gauss(300, 100, 10, 800), output_distribution=gauss(60, 30, 5, 200)),
+                     seed=5, aggregate_rate=100, num_requests=40)
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    one, two = _run_stdout(capsys, path, "--seed", "1"), _run_stdout(capsys, path, "--seed", "2")
+    assert one != two
+    assert _run_stdout(capsys, path, "--seed", "1") == one
+    assert _run_stdout(capsys, path) == _run_stdout(capsys, path, "--seed", "5")
+    assert _run_stdout(capsys, path) != one

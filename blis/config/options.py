@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from blis.config.schema import (MAX_INT64, AutoscalerConfig, DelaySpec, DeploymentConfig, EngineConfig,
@@ -720,7 +720,11 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
         if opts["workload_spec"] == "":
             raise ConfigError("workload-spec", "is empty")
         spec = parse_workload_spec(opts["workload_spec"])
-        cfg.seed = opts["seed"] if "seed" in opts else spec.seed
+        # An explicit seed (--seed, a study's per-trial seed) reseeds the spec's streams too;
+        # the spec's own seed: is only the default.
+        if "seed" in opts:
+            spec = replace(spec, seed=_get(opts, "seed"))
+        cfg.seed = spec.seed
         cfg.horizon = opts["horizon"] if "horizon" in opts else (spec.horizon or MAX_INT64)
         cfg.max_requests = opts["num_requests"] if "num_requests" in opts else spec.num_requests
         cfg.timeout_override_us = timeout_us if "timeout" in opts else None
