@@ -186,3 +186,9 @@ def test_cli_prints_one_sampler_error_line_and_exits_2(tmp_path, capsys):
     assert main(["search", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: sampler.gamma: unknown tpe option (known: n_startup_trials, n_ei_candidates, multivariate)"]
+
+
+def test_a_reference_point_outside_the_space_is_refused():
+    with pytest.raises(ConfigError) as e:
+        spec_of(references={"huge": {"num_instances": 60, "hardware": "H100", "tp": 1}})
+    assert e.value.field == "references.huge.num_instances" and "outside" in e.value.message
