@@ -91,6 +91,8 @@ class Enumeration(optuna.samplers.BaseSampler):
         self._order = list(configurations(parameters))
         random.Random(seed).shuffle(self._order)
         self._next = 0
+        self._taken: set[tuple] = set()
+        self._scanned = 0  # trials already folded into _taken (trial numbers only grow)
         self._current: dict[int, dict] = {}
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
 
@@ -105,15 +107,20 @@ class Enumeration(optuna.samplers.BaseSampler):
         return {}
 
     def before_trial(self, study, trial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        for t in trials[self._scanned:]:
+            params = t.params or t.system_attrs.get("fixed_params")
+            if params:
+                self._taken.add(self._key(params))
+        self._scanned = len(trials)
         if "fixed_params" in trial.system_attrs:
             return
-        taken = {self._key(t.params) for t in study.get_trials(deepcopy=False) if t.params}
-        taken |= {self._key(t.system_attrs["fixed_params"]) for t in study.get_trials(deepcopy=False)
-                  if t.state == optuna.trial.TrialState.WAITING and "fixed_params" in t.system_attrs}
-        while self._next < len(self._order) and self._key(self._order[self._next]) in taken:
+        while self._next < len(self._order) and self._key(self._order[self._next]) in self._taken:
             self._next += 1
         if self._next < len(self._order):
-            self._current[trial.number] = self._order[self._next]
+            config = self._order[self._next]
+            self._current[trial.number] = config
+            self._taken.add(self._key(config))
             self._next += 1
 
     def sample_independent(self, study, trial, param_name, param_distribution):
