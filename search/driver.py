@@ -6,7 +6,7 @@ command: finished trials are kept, and trials a dead driver left RUNNING are fai
 re-enqueued with the same parameters (counting once toward the budget).
 
 Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``/
-``cpu_seconds`` (completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
+``cpu_seconds`` (completed ones), ``baseline``, ``reference`` (its name), ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
 system fault the trial survived). A FAIL trial without ``error`` is one a driver was interrupted
 on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
 ``duplicate_of`` and costs no budget. After the search, ``search.reevaluate.post_search`` adds
@@ -35,6 +35,7 @@ from blis.errors import ConfigError
 from search.fidelity import screening_objective
 from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_extra, is_interrupted
 from search.reevaluate import post_search
+from search.samplers import make_sampler
 from search.space import space_size, suggest
 from search.storage import StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
 from search.study_file import StudySpec
@@ -99,12 +100,6 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
-    if spec.sampler == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=seed, **spec.sampler_options)
-    return optuna.samplers.TPESampler(seed=seed, **spec.sampler_options)
-
-
 def recover(study: optuna.Study) -> int:
     """Fail trials a dead driver left RUNNING and re-enqueue every interrupted trial once.
 
@@ -119,20 +114,23 @@ def recover(study: optuna.Study) -> int:
     for t in trials:
         if is_interrupted(t) and t.number not in requeued:
             attrs = {"requeued_from": t.number}
-            if t.user_attrs.get("baseline"):
-                attrs["baseline"] = True
+            for mark in ("baseline", "reference"):
+                if t.user_attrs.get(mark):
+                    attrs[mark] = t.user_attrs[mark]
             study.enqueue_trial(t.params, user_attrs=attrs)
             n += 1
     return n
 
 
 def _ensure_baseline(study: optuna.Study, spec: StudySpec) -> None:
-    """Enqueue the baseline unless it completed or is queued: a failed baseline is retried."""
-    if not spec.baseline:
-        return
+    """Enqueue the baseline and each reference point unless it completed or is queued: a failed one is retried."""
     live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-    if not any(t.user_attrs.get("baseline") and t.state in live for t in study.get_trials(deepcopy=False)):
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state in live]
+    if spec.baseline and not any(t.user_attrs.get("baseline") for t in trials):
         study.enqueue_trial(spec.baseline, user_attrs={"baseline": True})
+    for name, params in spec.references.items():
+        if not any(t.user_attrs.get("reference") == name for t in trials):
+            study.enqueue_trial(params, user_attrs={"reference": name})
 
 
 def _params_key(params: dict) -> str:
@@ -191,15 +189,16 @@ def run_search(
         recover(study)
         existing = study.get_trials(deepcopy=False)
         _ensure_baseline(study, spec)
-        # A resumed driver must not replay the first run's sampler stream (it would re-propose
-        # the same points), so the sampler seed also depends on how many trials exist.
-        study.sampler = make_sampler(spec, seed if not existing else zlib.crc32(f"{seed}:{len(existing)}".encode()))
         owns_ray = start_ray(workers or os.cpu_count() or 1, ray_address)
         try:
             import ray
 
             if workers is None:
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            # A resumed driver must not replay the first run's sampler stream (it would re-propose
+            # the same points), so the sampler seed also depends on how many trials exist.
+            sampler_seed = seed if not existing else zlib.crc32(f"{seed}:{len(existing)}".encode())
+            study.sampler = make_sampler(spec, sampler_seed, budget, workers)
             with _signals_stop() as caught:
                 _Loop(study, spec, budget, workers, timeout, simulate, progress, caught).run()
                 # Fidelity promotions and robust re-evaluations (search/reevaluate.py): no budget.

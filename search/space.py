@@ -163,6 +163,29 @@ def _values(p: Parameter) -> list | None:
     return [p.low + i * p.step for i in range(int(round((p.high - p.low) / p.step)) + 1)]
 
 
+def configurations(parameters: list[Parameter]):
+    """Every distinct configuration of a finite space (conditions respected), as params dicts
+    holding only the active parameters, in declaration order."""
+    values = [_values(p) for p in parameters]
+    if any(v is None for v in values):
+        raise ValueError("a continuous parameter has no finite set of configurations")
+
+    def walk(i: int, assigned: dict):
+        if i == len(parameters):
+            yield dict(assigned)
+            return
+        p = parameters[i]
+        if not p.active(assigned):
+            yield from walk(i + 1, assigned)
+            return
+        for v in values[i]:
+            assigned[p.name] = v
+            yield from walk(i + 1, assigned)
+        del assigned[p.name]
+
+    yield from walk(0, {})
+
+
 def space_size(parameters: list[Parameter], limit: int = 1_000_000) -> int | None:
     """How many distinct configurations the space holds (conditions respected), or None when
     it is continuous or larger than ``limit``: then it cannot run out."""

@@ -24,17 +24,13 @@ from objectives.paths import PD_REST, SCALAR_OPTIONS, SLO_OPTIONS, STRUCTURED_OP
 from objectives.pricing import price_table
 from search.fidelity import FidelitySpec
 from search.robust import RobustSpec
+from search.samplers import DEFAULT as DEFAULT_SAMPLER, Space, parse_sampler
 from search.space import Parameter, parse_parameter
 
 TOP_LEVEL_KEYS = (
-    "name description seed sampler base pd_split parameters objectives constraints seeds baseline pricing trials trial_timeout "
+    "name description seed sampler base pd_split parameters objectives constraints seeds baseline references pricing trials trial_timeout "
     "robust fidelity"
 ).split()
-SAMPLERS = {
-    "nsgaii": {"population_size": int, "mutation_prob": float, "crossover_prob": float, "swapping_prob": float},
-    "tpe": {"n_startup_trials": int, "n_ei_candidates": int, "multivariate": bool},
-}
-DEFAULT_POPULATION = 10
 _DEPLOYMENT_TARGETS = {"model", "hardware", "tp", "dp", "num_instances", "prefill_instances", "decode_instances",
                        "prefill_decode_instances", "prefill_tp", "decode_tp", "prefill_hardware", "decode_hardware"}
 _MAX_STATIC_COMBOS = 10_000
@@ -49,10 +45,12 @@ class StudySpec:
     constraints: list[Constraint] = field(default_factory=list)
     description: str = ""
     seed: int = 0
-    sampler: str = "nsgaii"
+    sampler: str = DEFAULT_SAMPLER
     sampler_options: dict = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     baseline: dict = field(default_factory=dict)
+    #: name -> params of further reference points, evaluated first like the baseline
+    references: dict = field(default_factory=dict)
     pricing: dict = field(default_factory=dict)
     trials: int | None = None
     trial_timeout: float | None = None
@@ -91,6 +89,8 @@ class StudySpec:
             d["robust"] = self.robust.to_dict()
         if self.fidelity:
             d["fidelity"] = self.fidelity.to_dict()
+        if self.references:
+            d["references"] = self.references
         return d
 
     def fingerprint(self) -> str:
@@ -147,8 +147,9 @@ def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "st
         robust=_parse_robust(raw.get("robust", None), "robust" in raw),
         fidelity=_parse_fidelity(raw.get("fidelity"), parameters),
     )
-    spec.sampler, spec.sampler_options = _parse_sampler(raw.get("sampler"), len(objectives))
+    spec.sampler, spec.sampler_options = parse_sampler(raw.get("sampler"), Space(parameters, len(objectives)))
     spec.baseline = _parse_baseline(raw.get("baseline"), parameters)
+    spec.references = _parse_references(raw.get("references"), parameters)
     check_pricing_names(raw.get("pricing") or {}, base, parameters)
     _check_static_feasibility(spec)
     return spec
@@ -358,55 +359,35 @@ def _parse_fidelity(raw: object, parameters: list[Parameter]) -> FidelitySpec | 
     return FidelitySpec(levels, None if share is None else float(share))
 
 
-def _parse_sampler(raw: object, n_objectives: int) -> tuple[str, dict]:
-    if raw is None:
-        raw = "nsgaii" if n_objectives > 1 else "tpe"
-    if isinstance(raw, str):
-        raw = {"type": raw}
-    if not isinstance(raw, dict):
-        raise ConfigError("sampler", "must be nsgaii, tpe, or a mapping {type: ..., <options>}")
-    kind = raw.get("type")
-    if kind not in SAMPLERS:
-        raise ConfigError("sampler.type", f"must be one of {', '.join(SAMPLERS)}, got {kind!r}")
-    options = {}
-    for key, value in raw.items():
-        if key == "type":
-            continue
-        expected = SAMPLERS[kind].get(key)
-        if expected is None:
-            raise ConfigError(f"sampler.{key}", f"unknown {kind} option (known: {', '.join(SAMPLERS[kind])})")
-        ok = isinstance(value, bool) if expected is bool else isinstance(value, (int, float) if expected is float else int)
-        if not ok or (expected is not bool and isinstance(value, bool)):
-            raise ConfigError(f"sampler.{key}", f"must be {expected.__name__}, got {value!r}")
-        options[key] = value
-    if kind == "nsgaii":
-        options.setdefault("population_size", DEFAULT_POPULATION)
-        if options["population_size"] < 2:
-            raise ConfigError("sampler.population_size", "must be >= 2")
-    return kind, options
-
-
-def _parse_baseline(raw: object, parameters: list[Parameter]) -> dict:
+def _parse_baseline(raw: object, parameters: list[Parameter], where: str = "baseline") -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError("baseline", "must be a mapping of parameter -> value")
+        raise ConfigError(where, "must be a mapping of parameter -> value")
     names = {p.name for p in parameters}
     for key in raw:
         if key not in names:
-            raise ConfigError(f"baseline.{key}", "is not a parameter of this study")
+            raise ConfigError(f"{where}.{key}", "is not a parameter of this study")
     baseline = {}
     for p in parameters:
         if not p.active(baseline):
             if p.name in raw:
-                raise ConfigError(f"baseline.{p.name}", f"is inactive for this baseline (when: {dict(p.when)})")
+                raise ConfigError(f"{where}.{p.name}", f"is inactive for this point (when: {dict(p.when)})")
             continue
         if p.name not in raw:
-            raise ConfigError(f"baseline.{p.name}", "missing: a baseline sets every active parameter")
+            raise ConfigError(f"{where}.{p.name}", "missing: a reference point sets every active parameter")
         if not p.contains(raw[p.name]):
-            raise ConfigError(f"baseline.{p.name}", f"{raw[p.name]!r} is outside the parameter's range/choices")
+            raise ConfigError(f"{where}.{p.name}", f"{raw[p.name]!r} is outside the parameter's range/choices")
         baseline[p.name] = raw[p.name]
     return baseline
+
+
+def _parse_references(raw: object, parameters: list[Parameter]) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("references", "must be a mapping of name -> {parameter: value}")
+    return {str(name): _parse_baseline(point, parameters, f"references.{name}") for name, point in raw.items()}
 
 
 def _check_static_feasibility(spec: StudySpec) -> None:

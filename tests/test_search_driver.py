@@ -165,7 +165,7 @@ def test_space_size_counts_conditional_configurations():
         "policy_config.admission.policy": {"type": "categorical", "choices": ["gaie-legacy", "tier-shed"]},
         "policy_config.admission.tier_shed_threshold": {"type": "int", "low": 0, "high": 9, "when": {"policy_config.admission.policy": "tier-shed"}},
         "num_instances": {"type": "int", "low": 1, "high": 3},
-    }, baseline=None))
+    }, baseline=None, sampler="tpe"))
     assert space_size(spec.parameters) == (1 + 10) * 3
     assert space_size([*spec.parameters, Parameter("rate", "float", low=1.0, high=2.0)]) is None
     assert space_size([*spec.parameters, Parameter("rate", "float", low=1.0, high=2.0, step=0.5)]) == 33 * 3

@@ -46,9 +46,9 @@ def test_valid_study_parses_and_round_trips():
     assert parse_study(study(seeds=[1, 2])).fingerprint() != spec.fingerprint()
 
 
-def test_single_objective_defaults_to_tpe():
+def test_sampler_defaults_to_auto():
     spec = parse_study(study(objectives=[{"metric": "throughput_tps"}], sampler=None))
-    assert spec.sampler == "tpe" and spec.directions == ["maximize"]
+    assert spec.sampler == "auto" and spec.directions == ["maximize"]
 
 
 def with_param(name, spec):
