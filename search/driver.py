@@ -6,8 +6,8 @@ command: finished trials are kept, and trials a dead driver left RUNNING are fai
 re-enqueued with the same parameters (counting once toward the budget).
 
 Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``
-(completed ones), ``baseline``, ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
-system fault the trial survived). A FAIL trial without ``error`` is one a driver was interrupted
+(completed ones), ``baseline``, ``requeued_from``, ``duplicate_of``, ``retried_after`` (a
+system fault the trial survived) and ``node`` (the Ray node id that evaluated it). A FAIL trial without ``error`` is one a driver was interrupted
 on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
 ``duplicate_of`` and costs no budget.
 """
@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -31,10 +32,12 @@ from optuna.trial import TrialState
 
 from blis.errors import ConfigError
 from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_interrupted
+from search.shared import SharedStudy
+from search.shared import params_key as _params_key
 from search.space import space_size, suggest
-from search.storage import StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
+from search.storage import HEARTBEAT_S, StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
 from search.study_file import StudySpec
-from search.workers import Deadlines, SystemFault, TrialError, fetch, remote_evaluate, start_ray
+from search.workers import Deadlines, SystemFault, TrialError, fetch, probe_ray_address, remote_evaluate, start_ray
 
 __all__ = ["run_search", "load_run", "is_interrupted", "counts_toward_budget", "Interrupted"]
 
@@ -101,16 +104,21 @@ def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, **spec.sampler_options)
 
 
-def recover(study: optuna.Study) -> int:
+def recover(study: optuna.Study, shared: bool = False) -> int:
     """Fail trials a dead driver left RUNNING and re-enqueue every interrupted trial once.
 
     Idempotent: a driver killed halfway through recovery finishes it on the next start.
-    Returns the number of trials re-enqueued.
+    Returns the number of trials re-enqueued. In a ``shared`` storage a RUNNING trial may be
+    another live driver's: only heartbeats tell, so those are left to ``SharedStudy.reap``.
     """
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
+    if shared:
+        optuna.storages.fail_stale_trials(study)
+    else:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(t.number, state=TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     requeued = {t.user_attrs.get("requeued_from") for t in trials}
+    requeued |= {t.system_attrs.get("failed_trial") for t in trials}  # Optuna's stale-trial retries
     n = 0
     for t in trials:
         if is_interrupted(t) and t.number not in requeued:
@@ -129,10 +137,6 @@ def _ensure_baseline(study: optuna.Study, spec: StudySpec) -> None:
     live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
     if not any(t.user_attrs.get("baseline") and t.state in live for t in study.get_trials(deepcopy=False)):
         study.enqueue_trial(spec.baseline, user_attrs={"baseline": True})
-
-
-def _params_key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 @contextmanager
@@ -162,6 +166,7 @@ def run_search(
     trial_timeout: float | None = None,
     seed: int | None = None,
     ray_address: str | None = None,
+    heartbeat: float = HEARTBEAT_S,
     simulate: Callable[[dict], dict] | None = None,
     progress: bool = True,
     report: bool = True,
@@ -170,6 +175,7 @@ def run_search(
 
     Raises ``ConfigError`` (storage full, storage held by another driver, changed study file)
     and ``Interrupted`` (SIGINT/SIGTERM; in-flight trials are marked for re-enqueueing).
+    ``heartbeat``: seconds between trial heartbeats in a shared (database) storage.
     """
     out = Path(out_dir) if out_dir else default_out_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,19 +183,22 @@ def run_search(
     timeout = trial_timeout or spec.trial_timeout
     seed = spec.seed if seed is None else seed
     target = resolve_storage(storage, out)
+    probe_ray_address(ray_address)
     quiet_optuna()
     with driver_locks(target, out), space_errors(target):
         study = optuna.create_study(
-            storage=open_storage(target), study_name=spec.name, directions=spec.directions, load_if_exists=True
+            storage=open_storage(target, heartbeat), study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
         _check_same_study(study, spec, target.where)
         (out / META_NAME).write_text(json.dumps({"study_name": spec.name, "storage": target.where}, indent=2) + "\n")
-        recover(study)
+        recover(study, target.shared)
         existing = study.get_trials(deepcopy=False)
         _ensure_baseline(study, spec)
         # A resumed driver must not replay the first run's sampler stream (it would re-propose
-        # the same points), so the sampler seed also depends on how many trials exist.
-        study.sampler = make_sampler(spec, seed if not existing else zlib.crc32(f"{seed}:{len(existing)}".encode()))
+        # the same points), so the sampler seed also depends on how many trials exist; drivers
+        # sharing a study would propose each other's points, so there it names the driver too.
+        salt = f":{socket.gethostname()}:{os.getpid()}" if target.shared else ""
+        study.sampler = make_sampler(spec, seed if not (existing or salt) else zlib.crc32(f"{seed}:{len(existing)}{salt}".encode()))
         owns_ray = start_ray(workers or os.cpu_count() or 1, ray_address)
         try:
             import ray
@@ -197,7 +206,8 @@ def run_search(
             if workers is None:
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             with _signals_stop() as caught:
-                _Loop(study, spec, budget, workers, timeout, simulate, progress, caught).run()
+                shared = SharedStudy(study, heartbeat) if target.shared else None
+                _Loop(study, spec, budget, workers, timeout, simulate, progress, caught, shared).run()
         finally:
             if owns_ray:
                 import ray
@@ -233,9 +243,11 @@ def _check_same_study(study: optuna.Study, spec: StudySpec, where: str) -> None:
 class _Loop:
     """The ask / evaluate / tell loop; every per-trial step is O(1) in the study's size."""
 
-    def __init__(self, study, spec: StudySpec, budget: int, workers: int, timeout, simulate, progress: bool, caught: list):
+    def __init__(self, study, spec: StudySpec, budget: int, workers: int, timeout, simulate, progress: bool, caught: list,
+                 shared: SharedStudy | None = None):
         import ray
 
+        self.shared = shared
         self.ray = ray
         self.study, self.spec, self.budget, self.workers, self.timeout = study, spec, budget, workers, timeout
         self.caught = caught
@@ -261,6 +273,9 @@ class _Loop:
             while not self.caught:
                 self._fill()
                 if not self.inflight:
+                    if self._others_may_need_us():
+                        time.sleep(_POLL_S)
+                        continue
                     break
                 self._collect()
             if self.caught:
@@ -271,16 +286,38 @@ class _Loop:
             self._abandon()
             self.bar.close()
 
+    def _room(self) -> bool:
+        if self.shared is None:
+            return self.done + len(self.inflight) < self.budget
+        self.shared.reap()
+        return self.shared.room(self.budget)
+
+    def _others_may_need_us(self) -> bool:
+        """Shared study, budget not met: another driver's trials may still fail or go stale."""
+        if self.shared is None or self.caught or self.ended:
+            return False
+        return self.shared.others_running() and not self._budget_met()
+
+    def _budget_met(self) -> bool:
+        return sum(counts_toward_budget(t) for t in self.study.get_trials(deepcopy=False)) >= self.budget
+
     def _fill(self) -> None:
-        while (len(self.inflight) < self.workers and self.done + len(self.inflight) < self.budget
-               and not self.caught and not self.ended):
+        while (len(self.inflight) < self.workers and not self.caught and not self.ended and self._room()):
             if self.size is not None and len(self.finished) + len(self.running) >= self.size:
                 self.ended = f"search space exhausted: all {self.size} configurations evaluated"
                 break
             trial = self.study.ask()
+            if self.shared is not None:
+                self.shared.beat([trial], force=True)
+                if self.shared.over_budget(trial.number, self.budget):
+                    trial.set_user_attr("over_budget", True)
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    break
             params = suggest(trial, self.spec.parameters)
             key = _params_key(params)
             twin, completed = self.finished.get(key, (self.running.get(key), True))
+            if twin is None and self.shared is not None:
+                twin, completed = self.shared.twin(trial.number, key)
             if twin is not None and (completed or not trial.user_attrs.get("baseline")):
                 self._tell_duplicate(trial, twin)
                 self.repeats += 1
@@ -298,10 +335,13 @@ class _Loop:
         self.deadlines.add(ref)
 
     def _collect(self) -> None:
+        if self.shared is not None:
+            self.shared.beat(trial for trial, _, _ in self.inflight.values())
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=self.deadlines.wait_s(_POLL_S))
         for ref in list(self.inflight):
+            node = None
             if ref in ready:
-                outcome = fetch(ref)
+                outcome, node = fetch(ref)
             elif self.deadlines.expired(ref):
                 self.ray.cancel(ref, force=True)
                 outcome = TrialError(f"timed out after {self.timeout:g} s (the worker stopped answering and was cancelled)")
@@ -318,6 +358,8 @@ class _Loop:
                 outcome = TrialError(f"{outcome.message} (also on retry)")
             key = _params_key(params)
             del self.running[key]
+            if node is not None:
+                trial.set_user_attr("node", node)
             completed = _tell(self.study, trial, outcome)
             self.finished[key] = (trial.number, completed)
             if completed:

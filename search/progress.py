@@ -23,8 +23,8 @@ def is_duplicate(t: optuna.trial.FrozenTrial) -> bool:
 
 
 def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
-    """Completed and failed evaluations; interrupted trials and answered duplicates are free."""
-    if is_duplicate(t):
+    """Completed and failed evaluations; interrupted, duplicate and over-budget trials are free."""
+    if is_duplicate(t) or "over_budget" in t.user_attrs:
         return False
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and not is_interrupted(t))
 

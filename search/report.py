@@ -100,7 +100,7 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
         row.update({f"param:{k}": v for k, v in t.params.items()})
         row.update({f"metric:{k}": v for k, v in (t.user_attrs.get("metrics") or {}).items() if k not in names})
         row.update({f"violation:{constraint_name(spec, k)}": v for k, v in t.constraints.items()})
-        for key in ("baseline", "requeued_from", "duplicate_of", "seconds", "error"):
+        for key in ("baseline", "requeued_from", "duplicate_of", "seconds", "node", "retried_after", "error"):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         rows.append(row)
