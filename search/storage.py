@@ -105,7 +105,7 @@ def _open_database(url: str, heartbeat_s: float):
     except sqlalchemy.exc.ArgumentError:
         raise ConfigError("storage", f"{url!r} is not a storage URL (e.g. postgresql://user:pass@host/db)") from None
     engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith(("postgresql", "mysql")) else {}
-    try:
+    def connect():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             # max_retry=None: a trial is retried however often its drivers die; the simulator
@@ -113,6 +113,15 @@ def _open_database(url: str, heartbeat_s: float):
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat_s)),
                               grace_period=max(1, round(GRACE_BEATS * heartbeat_s)),
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None))
+
+    try:
+        try:
+            return connect()
+        except sqlalchemy.exc.IntegrityError:
+            # Two drivers creating Optuna's tables in a new database at once: the loser's
+            # CREATE collides with the winner's; the tables exist now, so connect again.
+            time.sleep(1)
+            return connect()
     except ImportError as e:
         raise ConfigError("storage", f"{shown}: the database driver is not installed ({e}); "
                           "for PostgreSQL: pip install 'blis[postgres]'") from None
