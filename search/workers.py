@@ -95,15 +95,24 @@ def start_ray(workers: int, address: str | None) -> bool:
     # Ray's processes inherit an ignored SIGINT, so a Ctrl-C in the terminal (sent to the whole
     # process group) reaches only the driver, which then shuts Ray down in order.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inherited = os.environ.get("PYTHONPATH")
     try:
         if address:
             ray.init(address=address, runtime_env={"py_modules": [str(p) for p in packages]}, **quiet)
         else:
-            path = os.pathsep.join(dict.fromkeys([str(p.parent) for p in packages] + [os.environ.get("PYTHONPATH", "")]))
+            # The code reaches local workers through the environment the Ray processes inherit,
+            # not a runtime_env: a task with its own runtime_env cannot use the workers Ray
+            # starts ahead with ray.init, so the first trial would wait ~2 s for a new one.
+            roots = [str(p.parent) for p in packages] + ([inherited] if inherited else [])
+            os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots))
             # address="local": always a private instance, even when another local Ray cluster runs
-            ray.init(address="local", num_cpus=workers, runtime_env={"env_vars": {"PYTHONPATH": path.strip(os.pathsep)}}, **quiet)
+            ray.init(address="local", num_cpus=workers, **quiet)
     finally:
         signal.signal(signal.SIGINT, previous)
+        if inherited is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = inherited
     return True
 
 

@@ -742,3 +742,9 @@ def test_distribution_preset_and_unknown_preset():
     assert ei.value.field == "workload"
     assert ei.value.message == ("unknown preset 'x'; choose chatbot, contentgen, summarization, "
                                 "multidoc or distribution")
+
+
+def test_bundled_presets_cache_equals_a_fresh_parse():
+    from blis.workload.spec import bundled_presets, load_presets
+
+    assert bundled_presets() == load_presets() and bundled_presets() is bundled_presets()
