@@ -55,7 +55,7 @@ def wait_for(predicate, timeout: float, what: str):
 class Cluster:
     """A head and a worker node, each ``ray start --block`` in its own process group."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, worker: bool = True):
         self.root = root
         self.address = f"127.0.0.1:{free_port()}"
         token = root / "token"
@@ -68,6 +68,11 @@ class Cluster:
         self.head = self._start(["--head", "--port", self.address.split(":")[1], "--temp-dir", str(root / "ray"),
                                  "--include-dashboard", "false", "--resources", '{"blis_head": 1}'], head_env, "head")
         wait_for(lambda: self._reachable(), 60, "the Ray head")
+        self.worker = None
+        if worker:
+            self.add_worker()
+
+    def add_worker(self) -> None:
         self.worker = self._start(["--address", self.address, "--resources", '{"blis_worker": 1}'], self.env, "worker")
         self.nodes = wait_for(lambda: self._node_ids(2), 60, "two Ray nodes")
 
@@ -99,7 +104,7 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGKILL: a graceful ``ray stop`` takes 30 s, and nothing of the cluster outlives the test."""
-        for p in (self.worker, self.head):
+        for p in filter(None, (self.worker, self.head)):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
