@@ -7,8 +7,9 @@ re-enqueued with the same parameters (counting once toward the budget).
 
 Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``
 (completed ones), ``baseline``, ``requeued_from``, ``duplicate_of``, ``retried_after`` (a
-system fault the trial survived) and ``node`` (the Ray node id that evaluated it). A FAIL trial without ``error`` is one a driver was interrupted
-on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
+system fault the trial survived), ``node`` (the Ray node that evaluated it) and ``over_budget``
+(see ``search.shared``). A FAIL trial without ``error`` is one a driver was interrupted on.
+A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
 ``duplicate_of`` and costs no budget.
 """
 
@@ -32,7 +33,7 @@ from optuna.trial import TrialState
 
 from blis.errors import ConfigError
 from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_interrupted
-from search.shared import SharedStudy
+from search.shared import SharedStudy, fail_stale_trials
 from search.shared import params_key as _params_key
 from search.space import space_size, suggest
 from search.storage import HEARTBEAT_S, StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
@@ -112,7 +113,7 @@ def recover(study: optuna.Study, shared: bool = False) -> int:
     another live driver's: only heartbeats tell, so those are left to ``SharedStudy.reap``.
     """
     if shared:
-        optuna.storages.fail_stale_trials(study)
+        fail_stale_trials(study)
     else:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(t.number, state=TrialState.FAIL)
@@ -241,7 +242,8 @@ def _check_same_study(study: optuna.Study, spec: StudySpec, where: str) -> None:
 
 
 class _Loop:
-    """The ask / evaluate / tell loop; every per-trial step is O(1) in the study's size."""
+    """The ask / evaluate / tell loop; every per-trial step is O(1) in the study's size, except
+    the storage rereads of a ``shared`` study."""
 
     def __init__(self, study, spec: StudySpec, budget: int, workers: int, timeout, simulate, progress: bool, caught: list,
                  shared: SharedStudy | None = None):
@@ -296,23 +298,18 @@ class _Loop:
         """Shared study, budget not met: another driver's trials may still fail or go stale."""
         if self.shared is None or self.caught or self.ended:
             return False
-        return self.shared.others_running() and not self._budget_met()
-
-    def _budget_met(self) -> bool:
-        return sum(counts_toward_budget(t) for t in self.study.get_trials(deepcopy=False)) >= self.budget
+        return self.shared.others_running() and not self.shared.budget_met(self.budget)
 
     def _fill(self) -> None:
         while (len(self.inflight) < self.workers and not self.caught and not self.ended and self._room()):
             if self.size is not None and len(self.finished) + len(self.running) >= self.size:
                 self.ended = f"search space exhausted: all {self.size} configurations evaluated"
                 break
-            trial = self.study.ask()
-            if self.shared is not None:
-                self.shared.beat([trial], force=True)
-                if self.shared.over_budget(trial.number, self.budget):
-                    trial.set_user_attr("over_budget", True)
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    break
+            trial = self.study.ask() if self.shared is None else self.shared.ask()
+            if self.shared is not None and self.shared.over_budget(trial.number, self.budget):
+                trial.set_user_attr("over_budget", True)
+                self.study.tell(trial, state=TrialState.PRUNED)
+                break
             params = suggest(trial, self.spec.parameters)
             key = _params_key(params)
             twin, completed = self.finished.get(key, (self.running.get(key), True))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -24,6 +25,13 @@ from search.progress import counts_toward_budget, is_duplicate
 
 def params_key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's stale-trial reaper (fail, then the storage's retry callback re-enqueues)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 class SharedStudy:
@@ -37,11 +45,20 @@ class SharedStudy:
     def _trials(self):
         return self.study.get_trials(deepcopy=False)
 
+    def ask(self) -> optuna.trial.Trial:
+        """``study.ask()`` with the trial's first heartbeat sent at once, so it can go stale."""
+        with warnings.catch_warnings():
+            # Optuna expects heartbeats with study.optimize only; this driver sends them itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask()
+        self.beat([trial], force=True)
+        return trial
+
     def reap(self) -> None:
         """Fail (and so re-enqueue) trials of drivers that stopped beating; at most once a beat."""
         if time.monotonic() - self.last_reap >= self.heartbeat_s:
             self.last_reap = time.monotonic()
-            optuna.storages.fail_stale_trials(self.study)
+            fail_stale_trials(self.study)
 
     def room(self, budget: int) -> bool:
         """Whether all drivers together have fewer than ``budget`` trials finished or running."""
@@ -50,6 +67,9 @@ class SharedStudy:
     def over_budget(self, number: int, budget: int) -> bool:
         """Whether trials numbered below ``number`` already fill the budget."""
         return self._taken(self._trials(), number) >= budget
+
+    def budget_met(self, budget: int) -> bool:
+        return sum(counts_toward_budget(t) for t in self._trials()) >= budget
 
     @staticmethod
     def _taken(trials, below: int | None) -> int:
