@@ -58,6 +58,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             trial_timeout=args.trial_timeout,
             seed=args.seed,
             ray_address=args.ray_address,
+            heartbeat=args.heartbeat,
             progress=not args.quiet,
         )
     except ConfigError as e:
@@ -99,6 +100,9 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=_positive_int, help="concurrent trials (default: CPU count, or the cluster's CPUs)")
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///study.db) or journal file path (default: OUT/study.journal)")
+    p.add_argument("--heartbeat", type=_positive_float, default=10.0, metavar="S",
+                   help="database storage only: seconds between trial heartbeats; a trial silent for 3 beats "
+                   "(its driver was killed) is retried by another driver (default: 10)")
     p.add_argument("--out", help="output directory (default: out/<study name>)")
     p.add_argument("--trial-timeout", type=_positive_float, metavar="S", help="fail a trial running longer than S seconds")
     p.add_argument("--seed", type=int, help="sampler seed (default: the study's seed:)")

@@ -6,12 +6,13 @@ command: finished trials are kept, and trials a dead driver left RUNNING are fai
 re-enqueued with the same parameters (counting once toward the budget).
 
 Trial bookkeeping in user attrs: ``error`` (failed trials), ``metrics``/``spread``/``seconds``/
-``cpu_seconds`` (completed ones), ``baseline``, ``reference`` (its name), ``requeued_from``, ``duplicate_of`` and ``retried_after`` (a
-system fault the trial survived). A FAIL trial without ``error`` is one a driver was interrupted
-on. A proposal equal to a finished or running trial is never simulated: it is told PRUNED with
-``duplicate_of`` and costs no budget. After the search, ``search.reevaluate.post_search`` adds
-fidelity promotions (``promoted_from``/``fidelity``) and robust re-evaluations
-(``robust_of``/``robust_seed``) as further trials, also free of budget.
+``cpu_seconds`` (completed ones), ``baseline``, ``reference`` (its name), ``requeued_from``,
+``duplicate_of``, ``retried_after`` (a system fault the trial survived), ``node`` (the Ray node
+that evaluated it) and ``over_budget`` (see ``search.shared``). A FAIL trial without ``error`` is
+one a driver was interrupted on. A proposal equal to a finished or running trial is never
+simulated: it is told PRUNED with ``duplicate_of`` and costs no budget. After the search,
+``search.reevaluate.post_search`` adds fidelity promotions (``promoted_from``/``fidelity``) and
+robust re-evaluations (``robust_of``/``robust_seed``) as further trials, also free of budget.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -36,10 +38,12 @@ from search.fidelity import screening_objective
 from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_extra, is_interrupted
 from search.reevaluate import post_search
 from search.samplers import make_sampler
+from search.shared import SharedStudy, fail_stale_trials
+from search.shared import params_key as _params_key
 from search.space import space_size, suggest
-from search.storage import StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
+from search.storage import HEARTBEAT_S, StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
 from search.study_file import StudySpec
-from search.workers import Deadlines, SystemFault, TrialError, fetch, remote_evaluate, start_ray
+from search.workers import Deadlines, SystemFault, TrialError, fetch, probe_ray_address, remote_evaluate, start_ray
 
 __all__ = ["run_search", "load_run", "is_interrupted", "counts_toward_budget", "Interrupted"]
 
@@ -100,16 +104,21 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def recover(study: optuna.Study) -> int:
+def recover(study: optuna.Study, shared: bool = False) -> int:
     """Fail trials a dead driver left RUNNING and re-enqueue every interrupted trial once.
 
     Idempotent: a driver killed halfway through recovery finishes it on the next start.
-    Returns the number of trials re-enqueued.
+    Returns the number of trials re-enqueued. In a ``shared`` storage a RUNNING trial may be
+    another live driver's: only heartbeats tell, so those are left to ``SharedStudy.reap``.
     """
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
+    if shared:
+        fail_stale_trials(study)
+    else:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(t.number, state=TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     requeued = {t.user_attrs.get("requeued_from") for t in trials}
+    requeued |= {t.system_attrs.get("failed_trial") for t in trials}  # Optuna's stale-trial retries
     n = 0
     for t in trials:
         if is_interrupted(t) and t.number not in requeued:
@@ -131,10 +140,6 @@ def _ensure_baseline(study: optuna.Study, spec: StudySpec) -> None:
     for name, params in spec.references.items():
         if not any(t.user_attrs.get("reference") == name for t in trials):
             study.enqueue_trial(params, user_attrs={"reference": name})
-
-
-def _params_key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 @contextmanager
@@ -164,6 +169,7 @@ def run_search(
     trial_timeout: float | None = None,
     seed: int | None = None,
     ray_address: str | None = None,
+    heartbeat: float = HEARTBEAT_S,
     simulate: Callable[[dict], dict] | None = None,
     progress: bool = True,
     report: bool = True,
@@ -172,6 +178,7 @@ def run_search(
 
     Raises ``ConfigError`` (storage full, storage held by another driver, changed study file)
     and ``Interrupted`` (SIGINT/SIGTERM; in-flight trials are marked for re-enqueueing).
+    ``heartbeat``: seconds between trial heartbeats in a shared (database) storage.
     """
     out = Path(out_dir) if out_dir else default_out_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,14 +186,15 @@ def run_search(
     timeout = trial_timeout or spec.trial_timeout
     seed = spec.seed if seed is None else seed
     target = resolve_storage(storage, out)
+    probe_ray_address(ray_address)
     quiet_optuna()
     with driver_locks(target, out), space_errors(target):
         study = optuna.create_study(
-            storage=open_storage(target), study_name=spec.name, directions=spec.directions, load_if_exists=True
+            storage=open_storage(target, heartbeat), study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
         _check_same_study(study, spec, target.where)
         (out / META_NAME).write_text(json.dumps({"study_name": spec.name, "storage": target.where}, indent=2) + "\n")
-        recover(study)
+        recover(study, target.shared)
         existing = study.get_trials(deepcopy=False)
         _ensure_baseline(study, spec)
         owns_ray = start_ray(workers or os.cpu_count() or 1, ray_address)
@@ -196,11 +204,14 @@ def run_search(
             if workers is None:
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
             # A resumed driver must not replay the first run's sampler stream (it would re-propose
-            # the same points), so the sampler seed also depends on how many trials exist.
-            sampler_seed = seed if not existing else zlib.crc32(f"{seed}:{len(existing)}".encode())
+            # the same points), so the sampler seed also depends on how many trials exist; drivers
+            # sharing a study would propose each other's points, so there it names the driver too.
+            salt = f":{socket.gethostname()}:{os.getpid()}" if target.shared else ""
+            sampler_seed = seed if not (existing or salt) else zlib.crc32(f"{seed}:{len(existing)}{salt}".encode())
             study.sampler = make_sampler(spec, sampler_seed, budget, workers)
             with _signals_stop() as caught:
-                _Loop(study, spec, budget, workers, timeout, simulate, progress, caught).run()
+                shared = SharedStudy(study, heartbeat) if target.shared else None
+                _Loop(study, spec, budget, workers, timeout, simulate, progress, caught, shared).run()
                 # Fidelity promotions and robust re-evaluations (search/reevaluate.py): no budget.
                 post_search(study, spec, budget, workers, timeout, simulate, caught, say=progress)
                 if caught:
@@ -238,11 +249,14 @@ def _check_same_study(study: optuna.Study, spec: StudySpec, where: str) -> None:
 
 
 class _Loop:
-    """The ask / evaluate / tell loop; every per-trial step is O(1) in the study's size."""
+    """The ask / evaluate / tell loop; every per-trial step is O(1) in the study's size, except
+    the storage rereads of a ``shared`` study."""
 
-    def __init__(self, study, spec: StudySpec, budget: int, workers: int, timeout, simulate, progress: bool, caught: list):
+    def __init__(self, study, spec: StudySpec, budget: int, workers: int, timeout, simulate, progress: bool, caught: list,
+                 shared: SharedStudy | None = None):
         import ray
 
+        self.shared = shared
         self.ray = ray
         self.study, self.spec, self.budget, self.workers, self.timeout = study, spec, budget, workers, timeout
         self.caught = caught
@@ -268,6 +282,9 @@ class _Loop:
             while not self.caught:
                 self._fill()
                 if not self.inflight:
+                    if self._others_may_need_us():
+                        time.sleep(_POLL_S)
+                        continue
                     break
                 self._collect()
             if self.caught:
@@ -278,16 +295,33 @@ class _Loop:
             self._abandon()
             self.bar.close()
 
+    def _room(self) -> bool:
+        if self.shared is None:
+            return self.done + len(self.inflight) < self.budget
+        self.shared.reap()
+        return self.shared.room(self.budget)
+
+    def _others_may_need_us(self) -> bool:
+        """Shared study, budget not met: another driver's trials may still fail or go stale."""
+        if self.shared is None or self.caught or self.ended:
+            return False
+        return self.shared.others_running() and not self.shared.budget_met(self.budget)
+
     def _fill(self) -> None:
-        while (len(self.inflight) < self.workers and self.done + len(self.inflight) < self.budget
-               and not self.caught and not self.ended):
+        while (len(self.inflight) < self.workers and not self.caught and not self.ended and self._room()):
             if self.size is not None and len(self.finished) + len(self.running) >= self.size:
                 self.ended = f"search space exhausted: all {self.size} configurations evaluated"
                 break
-            trial = self.study.ask()
+            trial = self.study.ask() if self.shared is None else self.shared.ask()
+            if self.shared is not None and self.shared.over_budget(trial.number, self.budget):
+                trial.set_user_attr("over_budget", True)
+                self.study.tell(trial, state=TrialState.PRUNED)
+                break
             params = suggest(trial, self.spec.parameters)
             key = _params_key(params)
             twin, completed = self.finished.get(key, (self.running.get(key), True))
+            if twin is None and self.shared is not None:
+                twin, completed = self.shared.twin(trial.number, key)
             if twin is not None and (completed or not trial.user_attrs.get("baseline")):
                 self._tell_duplicate(trial, twin)
                 self.repeats += 1
@@ -305,10 +339,13 @@ class _Loop:
         self.deadlines.add(ref)
 
     def _collect(self) -> None:
+        if self.shared is not None:
+            self.shared.beat(trial for trial, _, _ in self.inflight.values())
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=self.deadlines.wait_s(_POLL_S))
         for ref in list(self.inflight):
+            node = None
             if ref in ready:
-                outcome = fetch(ref)
+                outcome, node = fetch(ref)
             elif self.deadlines.expired(ref):
                 self.ray.cancel(ref, force=True)
                 outcome = TrialError(f"timed out after {self.timeout:g} s (the worker stopped answering and was cancelled)")
@@ -325,6 +362,8 @@ class _Loop:
                 outcome = TrialError(f"{outcome.message} (also on retry)")
             key = _params_key(params)
             del self.running[key]
+            if node is not None:
+                trial.set_user_attr("node", node)
             completed = _tell(self.study, trial, outcome)
             self.finished[key] = (trial.number, completed)
             if completed:

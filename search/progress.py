@@ -28,9 +28,9 @@ def is_extra(t: optuna.trial.FrozenTrial) -> bool:
 
 
 def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
-    """Completed and failed search evaluations; interrupted trials, answered duplicates and
-    re-evaluations after the search are free."""
-    if is_duplicate(t) or is_extra(t):
+    """Completed and failed search evaluations; interrupted trials, answered duplicates,
+    over-budget trials (search.shared) and re-evaluations after the search are free."""
+    if is_duplicate(t) or is_extra(t) or "over_budget" in t.user_attrs:
         return False
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and not is_interrupted(t))
 

@@ -141,7 +141,7 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
         row.update({f"metric:{k}": v for k, v in metrics.items() if k not in names})
         constraints = dict(zip(t.constraints, s.violations)) if s is not None else t.constraints
         row.update({f"violation:{constraint_name(spec, k)}": v for k, v in constraints.items()})
-        for key in ("baseline", "requeued_from", "duplicate_of", "promoted_from", "robust_of", "robust_seed", "seconds", "cpu_seconds", "error"):
+        for key in ("baseline", "requeued_from", "duplicate_of", "promoted_from", "robust_of", "robust_seed", "seconds", "cpu_seconds", "node", "retried_after", "error"):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         rows.append(row)

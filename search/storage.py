@@ -5,8 +5,10 @@ A study must survive the night, so this module owns the three ways storage loses
   complete record on open, after a copy of the file is kept aside;
 - a write that fails for lack of space stops the study with ``error: storage: ...`` instead of
   a traceback (the records written before it are intact, so a resume loses nothing);
-- two drivers on one storage would fail each other's running trials, so a driver holds a lock
-  beside the storage (journal or SQLite file) and a second one is refused with the holder named.
+- two drivers on one storage file would fail each other's running trials, so a driver holds a
+  lock beside the storage (journal or SQLite file) and a second one is refused with the holder
+  named. A database server (PostgreSQL, MySQL) is the storage several drivers share: it gets
+  Optuna heartbeats instead of a lock, see ``search.shared``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from pathlib import Path
 from blis.errors import ConfigError
 
 JOURNAL_NAME = "study.journal"
+#: seconds between heartbeats of a trial in a shared (database) storage
+HEARTBEAT_S = 10.0
+#: a trial whose driver has not beaten for this many heartbeats is failed and re-enqueued
+GRACE_BEATS = 3
+#: seconds a database server may take to accept the connection before it is called unreachable
+CONNECT_TIMEOUT_S = 5
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -51,6 +59,11 @@ class StorageTarget:
             return Path(path)
         return None
 
+    @property
+    def shared(self) -> bool:
+        """A database server several drivers (on several machines) may use at once."""
+        return self.url is not None and not self.url.startswith("sqlite")
+
 
 def resolve_storage(storage: str | None, out_dir: Path) -> StorageTarget:
     """``storage`` as given on the command line (or None: the journal in ``out_dir``), made absolute."""
@@ -64,8 +77,10 @@ def resolve_storage(storage: str | None, out_dir: Path) -> StorageTarget:
     return StorageTarget(url=storage)
 
 
-def open_storage(target: StorageTarget):
+def open_storage(target: StorageTarget, heartbeat_s: float = HEARTBEAT_S):
     """The Optuna storage of ``target``; a journal is repaired first (see ``repair_journal``)."""
+    if target.shared:
+        return _open_database(target.url, heartbeat_s)
     if target.url is not None:
         return target.url
     from optuna.storages import JournalStorage
@@ -75,6 +90,44 @@ def open_storage(target: StorageTarget):
         target.journal.parent.mkdir(parents=True, exist_ok=True)
         repair_journal(target.journal)
         return JournalStorage(JournalFileBackend(str(target.journal)))
+
+
+def _open_database(url: str, heartbeat_s: float):
+    """RDB storage with heartbeats; an unreachable server or bad URL is one ``storage`` line, fast."""
+    import warnings
+
+    import sqlalchemy.exc
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    try:
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError("storage", f"{url!r} is not a storage URL (e.g. postgresql://user:pass@host/db)") from None
+    engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith(("postgresql", "mysql")) else {}
+    def connect():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            # max_retry=None: a trial is retried however often its drivers die; the simulator
+            # is deterministic, so what failed a trial is never its parameters.
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat_s)),
+                              grace_period=max(1, round(GRACE_BEATS * heartbeat_s)),
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None))
+
+    try:
+        try:
+            return connect()
+        except sqlalchemy.exc.IntegrityError:
+            # Two drivers creating Optuna's tables in a new database at once: the loser's
+            # CREATE collides with the winner's; the tables exist now, so connect again.
+            time.sleep(1)
+            return connect()
+    except ImportError as e:
+        raise ConfigError("storage", f"{shown}: the database driver is not installed ({e}); "
+                          "for PostgreSQL: pip install 'blis[postgres]'") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        detail = str(getattr(e, "orig", None) or e).strip().splitlines()
+        raise ConfigError("storage", f"cannot open {shown}: {detail[0] if detail else type(e).__name__}") from None
 
 
 def repair_journal(path: Path) -> int:

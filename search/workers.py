@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from pathlib import Path
 
 #: extra seconds the driver grants beyond the in-worker timeout before it cancels the task
 BACKSTOP_GRACE_S = 60.0
+#: how long a ``--ray-address`` may take to accept a TCP connection before it is called unreachable
+PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -59,6 +62,24 @@ def evaluate(objective, params: dict, timeout: float | None):
             signal.signal(signal.SIGALRM, previous)
 
 
+def probe_ray_address(address: str | None) -> None:
+    """Refuse an unreachable ``--ray-address`` in seconds: ``ray.init`` would wait 60 s+ for it."""
+    if not address or address in ("auto", "local"):
+        return
+    from blis.errors import ConfigError
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError("ray-address", f"{address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, or ray://HOST:10001)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        reason = "no answer" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise ConfigError("ray-address", f"cannot reach a Ray cluster at {address}: {reason} "
+                          f"(is `ray start --head` running there?)") from None
+
+
 def start_ray(workers: int, address: str | None) -> bool:
     """Start (or join) Ray quietly unless the caller already did; True when we own it."""
     import ray
@@ -74,34 +95,50 @@ def start_ray(workers: int, address: str | None) -> bool:
     # Ray's processes inherit an ignored SIGINT, so a Ctrl-C in the terminal (sent to the whole
     # process group) reaches only the driver, which then shuts Ray down in order.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inherited = os.environ.get("PYTHONPATH")
     try:
         if address:
             ray.init(address=address, runtime_env={"py_modules": [str(p) for p in packages]}, **quiet)
         else:
-            path = os.pathsep.join(dict.fromkeys([str(p.parent) for p in packages] + [os.environ.get("PYTHONPATH", "")]))
+            # The code reaches local workers through the environment the Ray processes inherit,
+            # not a runtime_env: a task with its own runtime_env cannot use the workers Ray
+            # starts ahead with ray.init, so the first trial would wait ~2 s for a new one.
+            roots = [str(p.parent) for p in packages] + ([inherited] if inherited else [])
+            os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots))
             # address="local": always a private instance, even when another local Ray cluster runs
-            ray.init(address="local", num_cpus=workers, runtime_env={"env_vars": {"PYTHONPATH": path.strip(os.pathsep)}}, **quiet)
+            ray.init(address="local", num_cpus=workers, **quiet)
     finally:
         signal.signal(signal.SIGINT, previous)
+        if inherited is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = inherited
     return True
+
+
+def _evaluate_on_node(objective, params: dict, timeout: float | None):
+    """``evaluate`` as a Ray task: the outcome and the id of the node that computed it."""
+    import ray
+
+    return evaluate(objective, params, timeout), ray.get_runtime_context().get_node_id()
 
 
 def remote_evaluate():
     import ray
 
     # max_retries=0: the driver retries system faults itself, once, and records it on the trial
-    return ray.remote(num_cpus=1, max_retries=0)(evaluate)
+    return ray.remote(num_cpus=1, max_retries=0)(_evaluate_on_node)
 
 
-def fetch(ref):
-    """The trial's outcome, or a SystemFault when the worker could not deliver one."""
+def fetch(ref) -> tuple[object, str | None]:
+    """The trial's outcome and node id, or a SystemFault (no node) when the worker could not deliver one."""
     import ray
 
     try:
         return ray.get(ref)
     except Exception as e:  # worker crash, OOM kill, node death, ...
         text = str(e).strip()
-        return SystemFault(f"{type(e).__name__}: {text.splitlines()[-1] if text else repr(e)}")
+        return SystemFault(f"{type(e).__name__}: {text.splitlines()[-1] if text else repr(e)}"), None
 
 
 class Deadlines:

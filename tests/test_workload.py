@@ -762,3 +762,9 @@ def test_explicit_seed_reseeds_a_workload_spec_and_spec_seed_is_the_default(tmp_
     assert _run_stdout(capsys, path, "--seed", "1") == one
     assert _run_stdout(capsys, path) == _run_stdout(capsys, path, "--seed", "5")
     assert _run_stdout(capsys, path) != one
+
+
+def test_bundled_presets_cache_equals_a_fresh_parse():
+    from blis.workload.spec import bundled_presets, load_presets
+
+    assert bundled_presets() == load_presets() and bundled_presets() is bundled_presets()
