@@ -171,7 +171,7 @@ start_ray(1, {cluster.address!r})
 
 @ray.remote(num_cpus=1, resources={{"blis_worker": 1}})
 def where():
-    import blis.model_config as m
+    import blis.config.model_config as m
     return m.__file__, m.HARDWARE_CONFIG_PATH.is_file()
 
 print(*ray.get(where.remote()))
