@@ -36,6 +36,22 @@ EV_STEP = 3
 EV_TIMEOUT = 6
 
 
+def _before(t: int, src: int, event) -> bool:
+    """A step of instance ``src`` at ``t`` pops before heap entry ``event`` (it would get a
+    larger sequence number, so equal keys mean after)."""
+    return t < event[0] or (t == event[0] and (src < event[1] or (src == event[1]
+                                                                 and EV_STEP < event[2])))
+
+
+def _observer_bound(heap: list, src: int):
+    """The first heap entry that can observe instance ``src``: a cluster event or its own."""
+    best = None
+    for e in heap:
+        if (e[1] == 0 or e[1] == src) and (best is None or e < best):
+            best = e
+    return best
+
+
 class InstanceStats:
     """Counters and raw samples one instance accumulates; aggregated by ``blis.metrics``."""
 
@@ -86,7 +102,7 @@ class Instance:
     """Engine state of one instance. ``push(t, src, prio, payload)`` schedules into the cluster heap."""
 
     def __init__(self, index: int, deployment, engine_cfg, scheduler, preemption_policy: str,
-                 push, horizon: int, on_finished):
+                 push, horizon: int, on_finished, heap: list):
         self.index = index
         self.id = f"instance_{index}"
         self.src = index + 1
@@ -102,11 +118,17 @@ class Instance:
         self.scheduler = scheduler
         self.preemption_policy = preemption_policy
         self.push = push
+        # the cluster's event heap, read (never changed) to chain steps (``step``); None: off
+        self.heap = None if reference else heap
+        # set by the cluster when other instances' events cannot spawn events that observe this
+        # one (no P/D hand-offs, no fleet lifecycle): quiet steps may then pass them (``step``)
+        self.commutes = False
         self.horizon = horizon
         self.on_finished = on_finished
         self.wait_q: list = []
         self.running: list = []
         self.step_pending = False
+        self.next_step = -1  # time of the step the current one schedules (``step``)
         self.step_count = 0
         self.clock = 0
         self.last_event_time = 0
@@ -226,6 +248,61 @@ class Instance:
 
     # ---- the engine step -------------------------------------------------------------------
     def step(self, now: int) -> None:
+        """Run the step due at ``now`` and, while nothing else could fire before the next one,
+        run that right away instead of pushing and popping it (step chaining, off with
+        ``BLIS_REFERENCE_STEPS=1``). The next step goes first when it is ahead of the heap's
+        top; it may also go ahead of other instances' events when those cannot spawn an event
+        that observes this instance (``commutes``) and the step is quiet (``_quiet_next``:
+        it touches nothing outside this instance, so it commutes with them) and ahead of every
+        event that can observe this instance: cluster events (routing reads its state) and its
+        own. The heap is only read; quiet steps push nothing, so one scan serves a whole run."""
+        heap = self.heap
+        src = self.src
+        bound = None
+        while True:
+            self.next_step = -1
+            self._one_step(now)
+            t = self.next_step
+            if t < 0:
+                return
+            if heap is None or t > self.horizon:
+                break
+            if heap and not _before(t, src, heap[0]):
+                if not self.commutes or not self._quiet_next():
+                    break
+                if bound is None:
+                    if len(heap) > 64:
+                        break
+                    bound = _observer_bound(heap, src)
+                if bound is not None and not _before(t, src, bound):
+                    break
+            else:
+                bound = None
+            now = t
+            self.clock = t
+            if t > self.last_event_time:
+                self.last_event_time = t
+        self.push(t, src, EV_STEP, None)
+
+    def _quiet_next(self) -> bool:
+        """The next step will be a lazy one with no admission and no exit: it changes only this
+        instance's own state (no callback, no push)."""
+        if self.wait_q or self.n_lazy != len(self.running) or self.lazy_time is None:
+            return False
+        step = self.step_count + 1
+        if step in self.exit_due:
+            return False
+        evs = self.kv_due.get(step)
+        if evs:
+            opens = 0
+            for e in evs:
+                opens += e[1]
+            if opens > len(self.kv.free):
+                return False
+        return self.n_lazy <= self.max_num_batched_tokens
+
+    def _one_step(self, now: int) -> None:
+        """One engine step; sets ``next_step`` to the time of the next one (or leaves it -1)."""
         if self.lazy_time is not None:
             if self._lazy_step(now):
                 return
@@ -267,7 +344,7 @@ class Instance:
                 remaining.append(r)
         self.running = remaining
         if remaining or self.wait_q:
-            self.push(now + delta, self.src, EV_STEP, None)
+            self.next_step = now + delta
         else:
             self.step_pending = False
 
@@ -391,7 +468,7 @@ class Instance:
         if len(self.itl_log) > 4096:
             self._trim_log()
         if running or self.wait_q:
-            self.push(now + delta, self.src, EV_STEP, None)
+            self.next_step = now + delta
         else:
             self.step_pending = False
         return True
