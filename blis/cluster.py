@@ -57,7 +57,7 @@ class ClusterSimulator:
             deployments = []  # the fleet places the initial instances on nodes
         self.instances = [
             Instance(i, deployments[i], cfg.engine, build_scheduler(pol.scheduler),
-                     pol.preemption_policy, self.push, cfg.horizon, self._on_finished, self.heap)
+                     pol.preemption_policy, self.push, cfg.horizon, self._on_finished, self)
             for i in range(len(deployments))
         ]
         self.route_pool = self.instances  # instances routing may pick
@@ -96,7 +96,7 @@ class ClusterSimulator:
         pol = self.cfg.policy
         inst = Instance(len(self.instances), deployment, self.cfg.engine,
                         build_scheduler(pol.scheduler), pol.preemption_policy, self.push,
-                        self.horizon, self._on_finished, self.heap)
+                        self.horizon, self._on_finished, self)
         self.instances.append(inst)
         self.instance_cost.append(0.0)
         self.in_flight.append(0)

@@ -36,6 +36,10 @@ EV_STEP = 3
 EV_TIMEOUT = 6
 
 
+_NEVER = 1 << 62  # a step number no run reaches
+_NO_BATCH = ()  # a quiet step's newly scheduled batch
+
+
 def _before(t: int, src: int, event) -> bool:
     """A step of instance ``src`` at ``t`` pops before heap entry ``event`` (it would get a
     larger sequence number, so equal keys mean after)."""
@@ -44,10 +48,14 @@ def _before(t: int, src: int, event) -> bool:
 
 
 def _observer_bound(heap: list, src: int):
-    """The first heap entry that can observe instance ``src``: a cluster event or its own."""
+    """The first heap entry that can observe instance ``src``: a cluster event or its own,
+    except timeouts of finished requests (they fire as no-ops, and finished stays finished)."""
     best = None
     for e in heap:
-        if (e[1] == 0 or e[1] == src) and (best is None or e < best):
+        s = e[1]
+        if (s == 0 or s == src) and (best is None or e < best):
+            if e[2] == EV_TIMEOUT and e[4].state in (COMPLETED, TIMED_OUT):
+                continue
             best = e
     return best
 
@@ -102,7 +110,7 @@ class Instance:
     """Engine state of one instance. ``push(t, src, prio, payload)`` schedules into the cluster heap."""
 
     def __init__(self, index: int, deployment, engine_cfg, scheduler, preemption_policy: str,
-                 push, horizon: int, on_finished, heap: list):
+                 push, horizon: int, on_finished, cluster):
         self.index = index
         self.id = f"instance_{index}"
         self.src = index + 1
@@ -118,8 +126,11 @@ class Instance:
         self.scheduler = scheduler
         self.preemption_policy = preemption_policy
         self.push = push
-        # the cluster's event heap, read (never changed) to chain steps (``step``); None: off
-        self.heap = None if reference else heap
+        # the cluster and its event heap, read (never changed) to chain steps (``step``)
+        self.cluster = None if reference else cluster
+        self.heap = None if reference else cluster.heap
+        self._bound = None  # first heap entry that can observe this instance, as of push
+        self._bound_seq = -1  # number ``cluster.seq`` (pushes so far) when it was found
         # set by the cluster when other instances' events cannot spawn events that observe this
         # one (no P/D hand-offs, no fleet lifecycle): quiet steps may then pass them (``step``)
         self.commutes = False
@@ -255,34 +266,95 @@ class Instance:
         that observes this instance (``commutes``) and the step is quiet (``_quiet_next``:
         it touches nothing outside this instance, so it commutes with them) and ahead of every
         event that can observe this instance: cluster events (routing reads its state) and its
-        own. The heap is only read; quiet steps push nothing, so one scan serves a whole run."""
+        own. Runs of quiet steps with no KV block or exit due go through ``_quiet_run``."""
         heap = self.heap
         src = self.src
-        bound = None
         while True:
-            self.next_step = -1
-            self._one_step(now)
-            t = self.next_step
-            if t < 0:
-                return
+            if heap is not None and self._pure_quiet():
+                t = self._quiet_run(now, self._limit())
+            else:
+                self.next_step = -1
+                self._one_step(now)
+                t = self.next_step
+                if t < 0:
+                    return
             if heap is None or t > self.horizon:
                 break
             if heap and not _before(t, src, heap[0]):
                 if not self.commutes or not self._quiet_next():
                     break
-                if bound is None:
-                    if len(heap) > 64:
-                        break
-                    bound = _observer_bound(heap, src)
+                bound = self._observers()
                 if bound is not None and not _before(t, src, bound):
                     break
-            else:
-                bound = None
             now = t
             self.clock = t
             if t > self.last_event_time:
                 self.last_event_time = t
         self.push(t, src, EV_STEP, None)
+
+    def _observers(self):
+        """The first heap entry that can observe this instance (``_observer_bound``), found
+        again only after a push: pops alone leave a found entry a lower bound (safe)."""
+        seq = self.cluster.seq
+        if seq != self._bound_seq:
+            heap = self.heap
+            self._bound = _observer_bound(heap, self.src) if len(heap) <= 512 else heap[0]
+            self._bound_seq = seq
+        return self._bound
+
+    def _limit(self):
+        """The heap entry quiet steps must stay ahead of (None: nothing can fire)."""
+        heap = self.heap
+        if not heap:
+            return None
+        return self._observers() if self.commutes else heap[0]
+
+    def _pure_quiet(self) -> bool:
+        """The next step is a lazy one with nothing at all to do but time itself: no admission,
+        no KV block, no exit (``_quiet_run`` runs it)."""
+        n = self.n_lazy
+        if self.wait_q or not n or n != len(self.running) or n > self.max_num_batched_tokens:
+            return False
+        step = self.step_count + 1
+        return step not in self.kv_due and step not in self.exit_due
+
+    def _quiet_run(self, now: int, bound) -> int:
+        """Run the pure-quiet step due at ``now`` and the ones after it while they stay pure
+        quiet and ahead of heap entry ``bound`` (None: nothing can observe this instance) and
+        the horizon; returns the time of the first step not run. Each such step is exactly what
+        ``_lazy_step`` does with nothing due: one ITL value from the decoders' totals and one
+        wait-queue sample of 0; the decoder count is fixed, so only the summed progress moves."""
+        stop = min(min(self.kv_due, default=_NEVER), min(self.exit_due, default=_NEVER))
+        n = self.n_lazy
+        ctx = self.ctx_lazy
+        step = self.step_count
+        first = step
+        lazy_time = self.lazy_time
+        a2 = self.alpha2
+        log = self.itl_log
+        horizon = self.horizon
+        src = self.src
+        while True:
+            step += 1
+            delta = lazy_time(_NO_BATCH, n, ctx)
+            if delta < 1:
+                delta = 1
+            log.append(delta + a2)
+            ctx += n
+            t = now + delta
+            if step + 1 >= stop or t > horizon or (bound is not None
+                                                    and not _before(t, src, bound)):
+                break
+            now = t
+        self.step_count = step
+        self.ctx_lazy = ctx
+        self.stats.queue_len_n += step - first
+        self.clock = now
+        if now > self.last_event_time:
+            self.last_event_time = now
+        if len(log) > 4096:
+            self._trim_log()
+        return t
 
     def _quiet_next(self) -> bool:
         """The next step will be a lazy one with no admission and no exit: it changes only this
