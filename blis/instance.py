@@ -332,18 +332,22 @@ class Instance:
         lazy_time = self.lazy_time
         a2 = self.alpha2
         log = self.itl_log
-        horizon = self.horizon
-        src = self.src
+        cap = self.horizon  # the latest time a further step may start at
+        if bound is not None:
+            latest = bound[0] if _before(bound[0], self.src, bound) else bound[0] - 1
+            if latest < cap:
+                cap = latest
+        last = stop - 1
+        append = log.append
         while True:
             step += 1
             delta = lazy_time(_NO_BATCH, n, ctx)
             if delta < 1:
                 delta = 1
-            log.append(delta + a2)
+            append(delta + a2)
             ctx += n
             t = now + delta
-            if step + 1 >= stop or t > horizon or (bound is not None
-                                                    and not _before(t, src, bound)):
+            if step >= last or t > cap:
                 break
             now = t
         self.step_count = step
