@@ -262,15 +262,14 @@ class Instance:
         """Run the step due at ``now`` and, while nothing else could fire before the next one,
         run that right away instead of pushing and popping it (step chaining, off with
         ``BLIS_REFERENCE_STEPS=1``). The next step goes first when it is ahead of the heap's
-        top; it may also go ahead of other instances' events when those cannot spawn an event
-        that observes this instance (``commutes``) and the step is quiet (``_quiet_next``:
-        it touches nothing outside this instance, so it commutes with them) and ahead of every
-        event that can observe this instance: cluster events (routing reads its state) and its
-        own. Runs of quiet steps with no KV block or exit due go through ``_quiet_run``."""
+        top. A pure-quiet step (``_pure_quiet``: it touches nothing outside this instance) may
+        also go ahead of other instances' events, as it commutes with them, when those cannot
+        spawn an event that observes this instance (``commutes``), as long as it stays ahead of
+        every event that can (``_observers``); runs of such steps go through ``_quiet_run``."""
         heap = self.heap
         src = self.src
         while True:
-            if heap is not None and self._pure_quiet():
+            if heap is not None and not self.wait_q and self._pure_quiet():
                 t = self._quiet_run(now, self._limit())
             else:
                 self.next_step = -1
@@ -281,7 +280,7 @@ class Instance:
             if heap is None or t > self.horizon:
                 break
             if heap and not _before(t, src, heap[0]):
-                if not self.commutes or not self._quiet_next():
+                if not self.commutes or self.wait_q or not self._pure_quiet():
                     break
                 bound = self._observers()
                 if bound is not None and not _before(t, src, bound):
@@ -359,23 +358,6 @@ class Instance:
         if len(log) > 4096:
             self._trim_log()
         return t
-
-    def _quiet_next(self) -> bool:
-        """The next step will be a lazy one with no admission and no exit: it changes only this
-        instance's own state (no callback, no push)."""
-        if self.wait_q or self.n_lazy != len(self.running) or self.lazy_time is None:
-            return False
-        step = self.step_count + 1
-        if step in self.exit_due:
-            return False
-        evs = self.kv_due.get(step)
-        if evs:
-            opens = 0
-            for e in evs:
-                opens += e[1]
-            if opens > len(self.kv.free):
-                return False
-        return self.n_lazy <= self.max_num_batched_tokens
 
     def _one_step(self, now: int) -> None:
         """One engine step; sets ``next_step`` to the time of the next one (or leaves it -1)."""
