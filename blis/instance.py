@@ -293,7 +293,9 @@ class Instance:
 
     def _observers(self):
         """The first heap entry that can observe this instance (``_observer_bound``), found
-        again only after a push: pops alone leave a found entry a lower bound (safe)."""
+        again only after a push: pops alone leave a found entry a lower bound (safe), and a
+        streamed arrival (pushed without a new ``seq``) only ever follows an earlier arrival,
+        itself an observer no earlier than the found entry."""
         seq = self.cluster.seq
         if seq != self._bound_seq:
             heap = self.heap
