@@ -13,7 +13,8 @@ By default routing signals are fresh (--snapshot-refresh-interval 0 --cache-sign
 as in the Go reference figures); ``--default-flags`` also runs each workload with the CLI's
 default signal delays. Each run is a fresh subprocess, so peak memory (ru_maxrss) is its own;
 for a-f the time covers workload generation, simulation and formatting the stdout report,
-"events" counts the events pushed into the cluster heap.
+"events" counts the events pushed into the cluster heap, "steps" the engine steps (chained
+steps run without a heap event, see ``Instance.step``).
 
     python benchmarks/bench.py            # a-g
     python benchmarks/bench.py --quick    # 1/10 of the requests, for a smoke check
@@ -59,7 +60,8 @@ def child(spec: dict) -> None:
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"wall_s": wall, "completed": res.cluster["completed_requests"],
-                      "peak_mib": peak, "events": res.sim.seq}))
+                      "peak_mib": peak, "events": res.sim.seq,
+                      "steps": sum(i.step_count for i in res.sim.instances)}))
 
 
 def run_quickstart(fresh: bool, env: dict) -> dict:
@@ -75,7 +77,7 @@ def run_quickstart(fresh: bool, env: dict) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"quickstart failed with exit code {proc.returncode}")
-    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "events": None}
+    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "events": None, "steps": None}
 
 
 def run_one(name: str, fresh: bool, reference: bool, quick: bool) -> dict:
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
         return 0
     rows = []
     print(f"{'workload':<10}{'flags':<9}{'requests':>9}{'wall s':>9}{'req/s':>9}"
-          f"{'events':>10}{'us/event':>10}{'peak MiB':>10}")
+          f"{'steps':>10}{'events':>10}{'us/event':>10}{'peak MiB':>10}")
     for name in ns.only:
         for fresh in ((True, False) if ns.default_flags else (True,)):
             m = run_one(name, fresh, ns.reference, ns.quick)
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
             n, ev = m["n"], m["events"]
             per_ev = f"{m['wall_s'] / ev * 1e6:>10.1f}" if ev else f"{'':>10}"
             print(f"{name:<10}{m['flags']:<9}{n:>9}{m['wall_s']:>9.2f}{n / m['wall_s']:>9.0f}"
-                  f"{ev or '':>10}{per_ev}{m['peak_mib']:>10.0f}", flush=True)
+                  f"{m['steps'] or '':>10}{ev or '':>10}{per_ev}{m['peak_mib']:>10.0f}", flush=True)
     if ns.json:
         print(json.dumps(rows))
     return 0

@@ -54,7 +54,7 @@ class ClusterSimulator:
             deployments = []  # the fleet places the initial instances on nodes
         self.instances = [
             Instance(i, deployments[i], cfg.engine, build_scheduler(pol.scheduler),
-                     pol.preemption_policy, self.push, cfg.horizon, self.request_finished)
+                     pol.preemption_policy, self.push, cfg.horizon, self.request_finished, self)
             for i in range(len(deployments))
         ]
         self.route_pool = self.instances  # instances routing may pick
@@ -93,7 +93,7 @@ class ClusterSimulator:
         pol = self.cfg.policy
         inst = Instance(len(self.instances), deployment, self.cfg.engine,
                         build_scheduler(pol.scheduler), pol.preemption_policy, self.push,
-                        self.horizon, self.request_finished)
+                        self.horizon, self.request_finished, self)
         self.instances.append(inst)
         self.instance_cost.append(0.0)
         self.in_flight.append(0)
@@ -197,6 +197,8 @@ class ClusterSimulator:
         heapq.heapify(heap)
         horizon = self.horizon
         instances = self.instances
+        for inst in instances:  # their events push nothing another instance's state decides
+            inst.commutes = self.pd is None and self.fleet is None
         pop = heapq.heappop
         last = 0
         while heap:

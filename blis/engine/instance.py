@@ -32,6 +32,30 @@ from blis.results.metrics import IntHistogram
 from blis.request import COMPLETED, RUNNING, TIMED_OUT
 
 
+_NEVER = 1 << 62  # a step number no run reaches
+_NO_BATCH = ()  # a quiet step's newly scheduled batch
+
+
+def _before(t: int, src: int, event) -> bool:
+    """A step of instance ``src`` at ``t`` pops before heap entry ``event`` (it would get a
+    larger sequence number, so equal keys mean after)."""
+    return t < event[0] or (t == event[0] and (src < event[1] or (src == event[1]
+                                                                 and EV_STEP < event[2])))
+
+
+def _observer_bound(heap: list, src: int):
+    """The first heap entry that can observe instance ``src``: a cluster event or its own,
+    except timeouts of finished requests (they fire as no-ops, and finished stays finished)."""
+    best = None
+    for e in heap:
+        s = e[1]
+        if (s == 0 or s == src) and (best is None or e < best):
+            if e[2] == EV_TIMEOUT and e[4].state in (COMPLETED, TIMED_OUT):
+                continue
+            best = e
+    return best
+
+
 class InstanceStats:
     """Counters and raw samples one instance accumulates; aggregated by ``blis.results.metrics``."""
 
@@ -82,7 +106,7 @@ class Instance:
     """Engine state of one instance. ``push(t, src, prio, payload)`` schedules into the cluster heap."""
 
     def __init__(self, index: int, deployment, engine_cfg, scheduler, preemption_policy: str,
-                 push, horizon: int, on_finished):
+                 push, horizon: int, on_finished, cluster):
         self.index = index
         self.id = f"instance_{index}"
         self.src = index + 1
@@ -98,11 +122,20 @@ class Instance:
         self.scheduler = scheduler
         self.preemption_policy = preemption_policy
         self.push = push
+        # the cluster and its event heap, read (never changed) to chain steps (``step``)
+        self.cluster = None if reference else cluster
+        self.heap = None if reference else cluster.heap
+        self._bound = None  # first heap entry that can observe this instance, as of push
+        self._bound_seq = -1  # number ``cluster.seq`` (pushes so far) when it was found
+        # set by the cluster when other instances' events cannot spawn events that observe this
+        # one (no P/D hand-offs, no fleet lifecycle): quiet steps may then pass them (``step``)
+        self.commutes = False
         self.horizon = horizon
         self.on_finished = on_finished
         self.wait_q: list = []
         self.running: list = []
         self.step_pending = False
+        self.next_step = -1  # time of the step the current one schedules (``step``)
         self.step_count = 0
         self.clock = 0
         self.last_event_time = 0
@@ -222,6 +255,110 @@ class Instance:
 
     # ---- the engine step -------------------------------------------------------------------
     def step(self, now: int) -> None:
+        """Run the step due at ``now`` and, while nothing else could fire before the next one,
+        run that right away instead of pushing and popping it (step chaining, off with
+        ``BLIS_REFERENCE_STEPS=1``). The next step goes first when it is ahead of the heap's
+        top. A pure-quiet step (``_pure_quiet``: it touches nothing outside this instance) may
+        also go ahead of other instances' events, as it commutes with them, when those cannot
+        spawn an event that observes this instance (``commutes``), as long as it stays ahead of
+        every event that can (``_observers``); runs of such steps go through ``_quiet_run``."""
+        heap = self.heap
+        src = self.src
+        while True:
+            if heap is not None and not self.wait_q and self._pure_quiet():
+                t = self._quiet_run(now, self._limit())
+            else:
+                self.next_step = -1
+                self._one_step(now)
+                t = self.next_step
+                if t < 0:
+                    return
+            if heap is None or t > self.horizon:
+                break
+            if heap and not _before(t, src, heap[0]):
+                if not self.commutes or self.wait_q or not self._pure_quiet():
+                    break
+                bound = self._observers()
+                if bound is not None and not _before(t, src, bound):
+                    break
+            now = t
+            self.clock = t
+            if t > self.last_event_time:
+                self.last_event_time = t
+        self.push(t, src, EV_STEP, None)
+
+    def _observers(self):
+        """The first heap entry that can observe this instance (``_observer_bound``), found
+        again only after a push: pops alone leave a found entry a lower bound (safe), and a
+        streamed arrival (pushed without a new ``seq``) only ever follows an earlier arrival,
+        itself an observer no earlier than the found entry."""
+        seq = self.cluster.seq
+        if seq != self._bound_seq:
+            heap = self.heap
+            self._bound = _observer_bound(heap, self.src) if len(heap) <= 512 else heap[0]
+            self._bound_seq = seq
+        return self._bound
+
+    def _limit(self):
+        """The heap entry quiet steps must stay ahead of (None: nothing can fire)."""
+        heap = self.heap
+        if not heap:
+            return None
+        return self._observers() if self.commutes else heap[0]
+
+    def _pure_quiet(self) -> bool:
+        """The next step is a lazy one with nothing at all to do but time itself: no admission,
+        no KV block, no exit (``_quiet_run`` runs it)."""
+        n = self.n_lazy
+        if self.wait_q or not n or n != len(self.running) or n > self.max_num_batched_tokens:
+            return False
+        step = self.step_count + 1
+        return step not in self.kv_due and step not in self.exit_due
+
+    def _quiet_run(self, now: int, bound) -> int:
+        """Run the pure-quiet step due at ``now`` and the ones after it while they stay pure
+        quiet and ahead of heap entry ``bound`` (None: nothing can observe this instance) and
+        the horizon; returns the time of the first step not run. Each such step is exactly what
+        ``_lazy_step`` does with nothing due: one ITL value from the decoders' totals and one
+        wait-queue sample of 0; the decoder count is fixed, so only the summed progress moves."""
+        stop = min(min(self.kv_due, default=_NEVER), min(self.exit_due, default=_NEVER))
+        n = self.n_lazy
+        ctx = self.ctx_lazy
+        step = self.step_count
+        first = step
+        lazy_time = self.lazy_time
+        a2 = self.alpha2
+        log = self.itl_log
+        cap = self.horizon  # the latest time a further step may start at
+        if bound is not None:
+            latest = bound[0] if _before(bound[0], self.src, bound) else bound[0] - 1
+            if latest < cap:
+                cap = latest
+        last = stop - 1
+        append = log.append
+        while True:
+            step += 1
+            delta = lazy_time(_NO_BATCH, n, ctx)
+            if delta < 1:
+                delta = 1
+            append(delta + a2)
+            ctx += n
+            t = now + delta
+            if step >= last or t > cap:
+                break
+            now = t
+        self.step_count = step
+        self.ctx_lazy = ctx
+        self.stats.queue_len_n += step - first
+        self.clock = now
+        if now > self.last_event_time:
+            self.last_event_time = now
+        if len(log) > 4096:
+            self._trim_log()
+        return t
+
+    def _one_step(self, now: int) -> None:
+        """One engine step; sets ``next_step`` to the time of the next one (or leaves it -1)."""
         if self.lazy_time is not None:
             if self._lazy_step(now):
                 return
@@ -263,7 +400,7 @@ class Instance:
                 remaining.append(r)
         self.running = remaining
         if remaining or self.wait_q:
-            self.push(now + delta, self.src, EV_STEP, None)
+            self.next_step = now + delta
         else:
             self.step_pending = False
 
@@ -387,7 +524,7 @@ class Instance:
         if len(self.itl_log) > 4096:
             self._trim_log()
         if running or self.wait_q:
-            self.push(now + delta, self.src, EV_STEP, None)
+            self.next_step = now + delta
         else:
             self.step_pending = False
         return True
