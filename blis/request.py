@@ -35,8 +35,7 @@ class Request:
         "priority", "tenant_id", "slo_class", "session_id", "round_index", "client_id",
         "prefix_group", "prefix_length", "streaming", "model", "adapter",
         "text_tokens", "image_tokens", "audio_tokens", "video_tokens", "reason_ratio",
-        "assigned_instance", "deadline", "slo_target_us", "redirected", "is_decode_sub_request",
-        "gateway_enqueue_time", "gateway_dispatch_time",
+        "assigned_instance", "deadline", "slo_target_us", "is_decode_sub_request",
         "enqueue_time", "schedule_time", "completion_time", "think_time_us", "computed_tokens",
         "_block_hashes", "lazy_from", "run_key", "exit_step", "kv_step",
     )
@@ -83,10 +82,7 @@ class Request:
         self.assigned_instance = ""
         self.deadline = int(deadline)
         self.slo_target_us = int(slo_target_us)
-        self.redirected = False
         self.is_decode_sub_request = False
-        self.gateway_enqueue_time = 0
-        self.gateway_dispatch_time = 0
         self.enqueue_time = -1
         self.schedule_time = -1
         self.completion_time = -1

@@ -121,7 +121,7 @@ def test_parent_metrics_are_reconstructed_from_the_decode_sub_request():
     res = run_simulation(build_config(opts))
     pd = res.sim.pd
     dec_inst = res.sim.instances[1]
-    alpha1 = dec_inst.alpha1pd
+    alpha1 = dec_inst.post_decode_overhead
     s = res.req_stats
     assert len(pd.parents) == 20
     for p in pd.parents:
@@ -134,7 +134,7 @@ def test_parent_metrics_are_reconstructed_from_the_decode_sub_request():
         # clock-based parent completion (last step end + α1) vs E2E-based record, which also
         # carries one α2 per decode token, as for colocated requests (spec §3.3)
         assert r.completion_time == r.arrival_time + s.e2e[r.id]
-        assert p.completion_time + (r.output_len - 1) * dec_inst.alpha2 == r.completion_time
+        assert p.completion_time + (r.output_len - 1) * dec_inst.output_token_time == r.completion_time
         assert len(d.itl) == r.output_len - 1
     # the decode pod produced every output token, the prefill pod none
     assert res.instances[0]["total_output_tokens"] == 0
@@ -275,6 +275,6 @@ def test_decode_pod_pressure_preempts_and_drops_but_conserves_requests():
     for p in reprefilled:  # preempted on the decode pod: the decode's own record is used
         assert s.ttft[p.req.id] == p.decode.first_token_time
         assert s.e2e[p.req.id] == p.decode.first_token_time + sum(p.decode.itl) \
-            + res.sim.instances[1].alpha1pd
+            + res.sim.instances[1].post_decode_overhead
     assert all(r.id not in s.e2e for r in res.sim.requests
                if r.id not in res.sim.routed)  # dropped parents leave no record

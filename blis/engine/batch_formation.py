@@ -25,7 +25,7 @@ class BatchFormer:
     def form(self) -> None:
         inst = self.inst
         running = inst.running
-        mml = inst.max_model_len
+        max_len = inst.max_model_len
         thr = inst.long_prefill_threshold
         self.budget = inst.max_num_batched_tokens
         self.preempted = 0
@@ -44,8 +44,8 @@ class BatchFormer:
                     n = thr
                 if n > self.budget:
                     n = self.budget
-                if mml > 0:
-                    n = min(n, max(mml - 1 - r.progress_index, 0))
+                if max_len > 0:
+                    n = min(n, max(max_len - 1 - r.progress_index, 0))
                 ok, adj = self._preempt_for_tokens(r, n, i)
                 i -= adj
                 if not ok:
@@ -54,7 +54,7 @@ class BatchFormer:
                 r.num_new_tokens = n
                 r.computed_tokens += n
             if r.progress_index >= r.input_len and r.output_len > 0:
-                if not (mml > 0 and r.progress_index + 1 > mml - 1):
+                if not (max_len > 0 and r.progress_index + 1 > max_len - 1):
                     ok, adj = self._preempt_for_tokens(r, 1, i)
                     i -= adj
                     if not ok:
@@ -72,7 +72,7 @@ class BatchFormer:
         inst = self.inst
         running = inst.running
         kv = inst.kv
-        mml = inst.max_model_len
+        max_len = inst.max_model_len
         thr = inst.long_prefill_threshold
         waitq = inst.wait_q
         bs = kv.block_size
@@ -93,8 +93,8 @@ class BatchFormer:
                 n = thr
             if n > self.budget:
                 n = self.budget
-            if mml > 0:
-                n = min(n, max(mml - 1 - start, 0))
+            if max_len > 0:
+                n = min(n, max(max_len - 1 - start, 0))
             if not kv.allocate(r, start, start + n, cached):
                 break
             self._schedule_head(r, n, n + start)

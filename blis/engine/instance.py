@@ -141,8 +141,8 @@ class Instance:
         self.last_event_time = 0
         self.stats = InstanceStats()
         self.former = BatchFormer(self)
-        self.alpha2 = self.latency.output_token_processing_time()
-        self.alpha1pd = self.latency.post_decode_fixed_overhead()
+        self.output_token_time = self.latency.output_token_processing_time()
+        self.post_decode_overhead = self.latency.post_decode_fixed_overhead()
         self.lazy_time = None if reference else self.latency.step_time_with_decodes
         self.n_lazy = 0
         self.ctx_lazy = 0  # summed progress of the lazy decoders as of the next step
@@ -184,13 +184,13 @@ class Instance:
     def enqueue(self, req, t: int) -> None:
         if req.state == TIMED_OUT:
             return
-        mml = self.max_model_len
+        max_len = self.max_model_len
         n_in = req.input_len
-        if req.max_output_len == 0 and mml > 0 and n_in < mml:
-            req.max_output_len = mml - n_in
+        if req.max_output_len == 0 and max_len > 0 and n_in < max_len:
+            req.max_output_len = max_len - n_in
         bs = self.kv.block_size
         if (req.max_output_len < 0
-                or (mml > 0 and (n_in >= mml or (req.max_output_len > 0 and n_in + req.max_output_len > mml)))
+                or (max_len > 0 and (n_in >= max_len or (req.max_output_len > 0 and n_in + req.max_output_len > max_len)))
                 or -(-n_in // bs) > self.kv.total_blocks):
             self.stats.dropped_unservable += 1
             self.on_finished(req, t, dropped=True)
@@ -327,7 +327,7 @@ class Instance:
         step = self.step_count
         first = step
         lazy_time = self.lazy_time
-        a2 = self.alpha2
+        token_time = self.output_token_time
         log = self.itl_log
         cap = self.horizon  # the latest time a further step may start at
         if bound is not None:
@@ -341,7 +341,7 @@ class Instance:
             delta = lazy_time(_NO_BATCH, n, ctx)
             if delta < 1:
                 delta = 1
-            append(delta + a2)
+            append(delta + token_time)
             ctx += n
             t = now + delta
             if step >= last or t > cap:
@@ -406,17 +406,17 @@ class Instance:
 
     def _advance(self, reqs, now: int, delta: int) -> None:
         """Apply one step's progress to ``reqs`` (prefill chunks, decode tokens, first tokens)."""
-        a2 = self.alpha2
+        token_time = self.output_token_time
         ttft = self.stats.ttft
         for r in reqs:
             if r.progress_index < r.input_len:
                 r.progress_index = r.computed_tokens
             elif r.num_new_tokens > 0:
                 r.progress_index += 1
-                r.itl.append(delta + a2)
+                r.itl.append(delta + token_time)
             if not r.ttft_set and r.progress_index == r.input_len:
                 r.ttft_set = True
-                r.first_token_time = now + delta + a2 - r.arrival_time
+                r.first_token_time = now + delta + token_time - r.arrival_time
                 ttft[r.id] = r.first_token_time
 
     def _finish(self, r, now: int, delta: int) -> bool:
@@ -429,8 +429,8 @@ class Instance:
                     self.stats.kv_allocation_failures += 1
             self._complete(r, now, delta, capped=False)
             return True
-        mml = self.max_model_len
-        if mml > 0 and p >= mml - 1:
+        max_len = self.max_model_len
+        if max_len > 0 and p >= max_len - 1:
             self._complete(r, now, delta, capped=True)
             return True
         return False
@@ -496,7 +496,7 @@ class Instance:
         if not n:
             self.itl_log = []
             self.log_base = step
-        self.itl_log.append(delta + self.alpha2)
+        self.itl_log.append(delta + self.output_token_time)
         self.ctx_lazy += n
         if new:
             self._advance(new, now, delta)
@@ -558,9 +558,9 @@ class Instance:
         self.n_lazy += 1
         self.ctx_lazy += p
         last = first + r.input_len + r.output_len - 2 - p
-        mml = self.max_model_len
-        if mml > 0 and first + mml - 2 - p < last:
-            last = first + mml - 2 - p
+        max_len = self.max_model_len
+        if max_len > 0 and first + max_len - 2 - p < last:
+            last = first + max_len - 2 - p
         r.exit_step = last
         due = self.exit_due.get(last)
         if due is None:
@@ -648,7 +648,7 @@ class Instance:
             stats.total_output_tokens += decode_tokens
         itl = r.itl
         itl_sum = sum(itl)
-        e2e = r.first_token_time + itl_sum + (self.alpha1pd if n_out > 0 else 0)
+        e2e = r.first_token_time + itl_sum + (self.post_decode_overhead if n_out > 0 else 0)
         stats.e2e[r.id] = e2e
         r.completion_time = r.arrival_time + e2e
         if capped:
@@ -659,10 +659,3 @@ class Instance:
             stats.itl_mean[r.id] = itl_sum / max(n_out - 1, 1) if n_out > 0 else 0.0
         stats.itl_samples.extend(itl)
         self.on_finished(r, left, dropped=False)
-
-    # ---- signals for snapshots ----------------------------------------------------------------
-    def queue_depth(self) -> int:
-        return len(self.wait_q)
-
-    def batch_size(self) -> int:
-        return len(self.running)

@@ -41,7 +41,6 @@ class KVCache:
         self.request_base: dict[str, int] = {}  # sequence position of a request's first block
         self.cache_hits = 0
         self.cache_misses = 0
-        self.mutations = 0  # bumped whenever hash_to_block changes
         # When not None: hash -> whether it was in hash_to_block when the journal was (re)started.
         # The router's delayed prefix-cache view is the live map corrected by this journal, so a
         # cache-signal refresh costs O(1) instead of a copy of the whole map.
@@ -191,7 +190,6 @@ class KVCache:
                 if j is not None and old not in j:
                     j[old] = True
                 del self.hash_to_block[old]
-                self.mutations += 1
                 if self.lazy_hashes:
                     p = self.block_parent[b]
                     c = self.children[p] - 1
@@ -242,7 +240,6 @@ class KVCache:
                 self.children[parent] = self.children.get(parent, 0) + 1
             self.block_parent[b] = parent
         h2b[h] = b
-        self.mutations += 1
 
     # ---- pending chains (module docstring) -----------------------------------------------
     def _decode_filled(self, req, owned: list[int]) -> None:

@@ -65,7 +65,6 @@ class TieredKVCache(KVCache):
             self.note_hash_change(h)
             h2b[h] = b
             self.free[b] = None
-            self.mutations += 1
             keep.add(b)
             cpu.move_to_end(h)
             self.reloads += 1

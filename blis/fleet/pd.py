@@ -237,7 +237,7 @@ class PDCoordinator:
         parent.req.state = req.state
         if req.state == COMPLETED:
             parent.req.length_capped = req.length_capped
-            parent.completion_time = tick + self.sim.instances[parent.decode_idx].alpha1pd
+            parent.completion_time = tick + self.sim.instances[parent.decode_idx].post_decode_overhead
         self._end(parent, DONE)
         return True
 
