@@ -5,7 +5,6 @@ three standard errors, so they are deterministic here and would rarely fail for 
 """
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -491,14 +490,12 @@ def test_absolute_rate_mode():
     assert len(r) == 13
 
 
-def test_generation_speed_100k():
+def test_generation_of_100k_requests_follows_the_distribution():
+    """Speed is measured in benchmarks/bench.py (workload c), not here."""
     spec = synthesize_distribution_spec(1000, 100_000, 42)
-    t0 = time.perf_counter()
     r = generate_requests(spec, 100_000, UNBOUNDED)
-    elapsed = time.perf_counter() - t0
     assert len(r) == 100_000
     assert np.mean([x.input_len for x in r]) == pytest.approx(512, rel=0.02)
-    assert elapsed < 10.0, f"generation took {elapsed:.1f}s"
 
 
 # ---------------------------------------------------------------------------------------------
