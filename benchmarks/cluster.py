@@ -105,7 +105,7 @@ def startup(runs: int, rev: str | None) -> None:
 
 
 def nodes(trials: int) -> None:
-    from search.driver import load_run
+    from search.run_dir import load_run
     from tests.test_cluster import Cluster
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,7 +41,8 @@ def _positive_float(text: str) -> float:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from search.driver import Interrupted, default_out_dir, run_search
+    from search.driver import Interrupted, run_search
+    from search.run_dir import default_out_dir
     from search.study_file import check_run_paths, load_study
 
     try:

@@ -17,7 +17,6 @@ robust re-evaluations (``robust_of``/``robust_seed``) as further trials, also fr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -41,14 +40,14 @@ from search.samplers import make_sampler
 from search.shared import SharedStudy, fail_stale_trials
 from search.shared import params_key as _params_key
 from search.space import space_size, suggest
-from search.storage import HEARTBEAT_S, StorageTarget, driver_locks, open_storage, resolve_storage, space_errors
+from search.run_dir import default_out_dir, write_meta
+from search.storage import HEARTBEAT_S, driver_locks, open_storage, quiet_optuna, resolve_storage, space_errors
 from search.study_file import StudySpec
 from search.workers import Deadlines, SystemFault, TrialError, fetch, probe_ray_address, remote_evaluate, start_ray
 
-__all__ = ["run_search", "load_run", "is_interrupted", "counts_toward_budget", "Interrupted"]
+__all__ = ["run_search", "is_interrupted", "counts_toward_budget", "Interrupted"]
 
 DEFAULT_TRIALS = 20
-META_NAME = "search.json"
 #: longest the loop blocks in Ray before it looks at signals again
 _POLL_S = 0.5
 #: a sampler that proposes only evaluated configurations this many times in a row is stuck
@@ -61,47 +60,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-def default_out_dir(spec: StudySpec) -> Path:
-    return Path("out") / spec.name
-
-
-def load_run(out_dir: Path) -> tuple[optuna.Study, StudySpec]:
-    """Re-open a search's study from its output directory (used by ``blis report``)."""
-    from search.study_file import parse_study
-
-    meta_path = out_dir / META_NAME
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("out_dir", f"{out_dir} holds no search (missing {META_NAME})") from None
-    storage = meta["storage"]
-    if "://" not in storage and not Path(storage).is_absolute():
-        storage = str(out_dir / storage)
-    target = resolve_storage(storage, out_dir)
-    own = resolve_storage(None, out_dir)
-    if _missing(target) and not _missing(own):
-        target = own  # the output directory was moved with its journal
-    if _missing(target):
-        raise ConfigError("storage", f"{target.where} (recorded in {meta_path}) does not exist")
-    quiet_optuna()
-    try:
-        study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(target))
-    except KeyError:
-        raise ConfigError("storage", f"{target.where} holds no study named {meta['study_name']!r}") from None
-    spec = parse_study(study.user_attrs["spec"], default_name=meta["study_name"])
-    return study, spec
-
-
-def _missing(target: StorageTarget) -> bool:
-    """A file-backed storage whose file is gone (opening it would create an empty study store)."""
-    local = target.local_file
-    return local is not None and not local.exists()
-
-
-def quiet_optuna() -> None:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def recover(study: optuna.Study, shared: bool = False) -> int:
@@ -193,7 +151,7 @@ def run_search(
             storage=open_storage(target, heartbeat), study_name=spec.name, directions=spec.directions, load_if_exists=True
         )
         _check_same_study(study, spec, target.where)
-        (out / META_NAME).write_text(json.dumps({"study_name": spec.name, "storage": target.where}, indent=2) + "\n")
+        write_meta(out, spec.name, target.where)
         recover(study, target.shared)
         existing = study.get_trials(deepcopy=False)
         _ensure_baseline(study, spec)

@@ -25,7 +25,8 @@ import yaml
 from optuna.trial import TrialState
 
 from search import robust, tradeoffs
-from search.driver import is_interrupted, load_run
+from search.progress import is_interrupted
+from search.run_dir import load_run
 from search.fidelity import full_objective
 from search.progress import dominates
 from search.study_file import StudySpec

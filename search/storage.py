@@ -240,3 +240,9 @@ def driver_locks(target: StorageTarget, out_dir: Path):
                 # SIGKILLed driver left it, is stale: drop it instead of waiting 30 s for it.
                 target.journal.with_name(target.journal.name + ".lock").unlink(missing_ok=True)
             yield
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
