@@ -188,8 +188,8 @@ def _gp(space: Space, options: dict, run: Run) -> optuna.samplers.BaseSampler:
 
 
 def resolve_auto(space: Space, budget: int) -> str:
-    """What ``auto`` runs: enumeration when the budget covers the space, else TPE (best or
-    tied-best on every shipped study in benchmarks/search_quality.py)."""
+    """What ``auto`` runs: enumeration when the budget covers the space, else TPE (best on four
+    shipped studies, within 0.001 of random on the fifth: benchmarks/search_quality.py)."""
     size = space.size
     return "grid" if size is not None and size <= min(budget, MAX_GRID) else "tpe"
 
