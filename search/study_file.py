@@ -134,7 +134,7 @@ def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "st
         trials=_positive(raw.get("trials"), "trials", int),
         trial_timeout=_positive(raw.get("trial_timeout"), "trial_timeout", float),
     )
-    spec.sampler, spec.sampler_options = parse_sampler(raw.get("sampler"), Space(parameters, len(objectives)))
+    spec.sampler, spec.sampler_options = parse_sampler(raw.get("sampler"), Space(parameters))
     spec.baseline = _parse_baseline(raw.get("baseline"), parameters)
     spec.references = _parse_references(raw.get("references"), parameters)
     check_pricing_names(raw.get("pricing") or {}, base, parameters)
