@@ -132,7 +132,7 @@ def study_quality(name: str, seeds: int) -> dict:
     spec = load_study(REPO / "studies" / f"{name}.yaml")
     _override(spec, num_requests)
     evaluator = Evaluator(spec)
-    space = Space(spec.parameters, len(spec.objectives))
+    space = Space(spec.parameters)
     size = space_size(spec.parameters)
     runs, refused = {}, {}
     for sampler in SAMPLER_ORDER:

@@ -147,7 +147,7 @@ def parse_study(raw: dict, base_dir: Path | None = None, default_name: str = "st
         robust=_parse_robust(raw.get("robust", None), "robust" in raw),
         fidelity=_parse_fidelity(raw.get("fidelity"), parameters),
     )
-    spec.sampler, spec.sampler_options = parse_sampler(raw.get("sampler"), Space(parameters, len(objectives)))
+    spec.sampler, spec.sampler_options = parse_sampler(raw.get("sampler"), Space(parameters))
     spec.baseline = _parse_baseline(raw.get("baseline"), parameters)
     spec.references = _parse_references(raw.get("references"), parameters)
     check_pricing_names(raw.get("pricing") or {}, base, parameters)

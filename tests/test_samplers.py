@@ -94,10 +94,10 @@ def test_configurations_enumerate_the_space_size_exactly():
 
 
 def test_auto_enumerates_a_finite_space_the_budget_covers():
-    space = Space(spec_of(CONDITIONAL).parameters, 2)
+    space = Space(spec_of(CONDITIONAL).parameters)
     assert resolve_auto(space, 18) == resolve_auto(space, 100) == "grid"
     assert resolve_auto(space, 17) == "tpe"
-    continuous = Space(spec_of({"rate": {"type": "float", "low": 1, "high": 5}}).parameters, 2)
+    continuous = Space(spec_of({"rate": {"type": "float", "low": 1, "high": 5}}).parameters)
     assert resolve_auto(continuous, 10_000) == "tpe"
     assert isinstance(make_sampler(spec_of(CONDITIONAL), 1, budget=30), Enumeration)
     assert isinstance(make_sampler(spec_of(CONDITIONAL), 1, budget=10), optuna.samplers.TPESampler)
