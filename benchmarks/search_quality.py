@@ -32,8 +32,9 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blis.errors import ConfigError  # noqa: E402
 from optuna._hypervolume import compute_hypervolume  # noqa: E402
+
+from blis.errors import ConfigError  # noqa: E402
 from search.samplers import SAMPLERS, Space, make_sampler, parse_sampler, resolve_auto  # noqa: E402
 from search.space import configurations, space_size, suggest  # noqa: E402
 from search.study_file import load_study  # noqa: E402

@@ -13,10 +13,10 @@ import numpy as np
 from blis.cluster.simulator import ClusterSimulator
 from blis.config.deployment import resolve_deployment
 from blis.engine.instance import merge_stats
-from blis.results.jsonfmt import dumps
-from blis.results.metrics import Folder, distribution, goodput, jain_fairness, metrics_output
 from blis.fleet.pd import pd_lines
 from blis.request import COMPLETED
+from blis.results.jsonfmt import dumps
+from blis.results.metrics import Folder, distribution, goodput, jain_fairness, metrics_output
 from blis.workload import generate_requests
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import copy
 
-from blis.errors import ConfigError
-from blis.config.options import _BUNDLE_KEYS, OPTIONS
 from blis.cluster.routing import SCORERS as SCORER_REGISTRY
+from blis.config.options import _BUNDLE_KEYS, OPTIONS
+from blis.errors import ConfigError
 from objectives.metrics import SLO_CLASSES
 
 PD_REST = "rest"

@@ -36,11 +36,11 @@ from blis.errors import ConfigError
 from search.fidelity import screening_objective
 from search.progress import Progress, Tally, counts_toward_budget, is_duplicate, is_extra, is_interrupted
 from search.reevaluate import post_search
+from search.run_dir import default_out_dir, write_meta
 from search.samplers import make_sampler
 from search.shared import SharedStudy, fail_stale_trials
 from search.shared import params_key as _params_key
 from search.space import space_size, suggest
-from search.run_dir import default_out_dir, write_meta
 from search.storage import HEARTBEAT_S, driver_locks, open_storage, quiet_optuna, resolve_storage, space_errors
 from search.study_file import StudySpec
 from search.workers import Deadlines, SystemFault, TrialError, fetch, probe_ray_address, remote_evaluate, start_ray

@@ -172,8 +172,9 @@ def run_jobs(study: optuna.Study, jobs: list[Job], workers: int, timeout, caught
                 submit(pending.pop(0), False)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=deadlines.wait_s(_POLL_S))
             for ref in list(inflight):
+                node = None
                 if ref in ready:
-                    outcome = fetch(ref)
+                    outcome, node = fetch(ref)
                 elif deadlines.expired(ref):
                     ray.cancel(ref, force=True)
                     outcome = TrialError(f"timed out after {timeout:g} s (the worker stopped answering and was cancelled)")
@@ -186,7 +187,7 @@ def run_jobs(study: optuna.Study, jobs: list[Job], workers: int, timeout, caught
                         submit(job, True)
                         continue
                     outcome = TrialError(f"{outcome.message} (also on retry)")
-                _store(study, job, outcome)
+                _store(study, job, outcome, node)
                 done += 1
     finally:
         for ref in inflight:
@@ -205,7 +206,7 @@ def _ident(attrs: dict) -> dict:
     return {k: attrs.get(k) for k in _ident_keys(attrs)}
 
 
-def _store(study: optuna.Study, job: Job, outcome) -> None:
+def _store(study: optuna.Study, job: Job, outcome, node: str | None) -> None:
     if not isinstance(outcome, TrialError) and any(math.isnan(v) for v in outcome.values):
         outcome = TrialError(f"objective value is NaN: {outcome.values}")
     common = dict(params=job.params, distributions=job.distributions)
@@ -214,6 +215,8 @@ def _store(study: optuna.Study, job: Job, outcome) -> None:
     else:
         attrs = {**job.attrs, "metrics": outcome.metrics, "seconds": round(outcome.seconds, 3),
                  "cpu_seconds": round(outcome.cpu_seconds, 3)}
+        if node is not None:
+            attrs["node"] = node
         if outcome.spread:
             attrs["spread"] = outcome.spread
         constraints = list(outcome.constraints.values())

@@ -25,10 +25,9 @@ import yaml
 from optuna.trial import TrialState
 
 from search import robust, tradeoffs
-from search.progress import is_interrupted
-from search.run_dir import load_run
 from search.fidelity import full_objective
-from search.progress import dominates
+from search.progress import dominates, is_interrupted
+from search.run_dir import load_run
 from search.study_file import StudySpec
 
 _FILE_OPTIONS = ("policy_config", "workload_spec")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from blis.errors import ConfigError
 from blis.config.yamlsafe import load_yaml_file
+from blis.errors import ConfigError
 from objectives.constraints import Constraint, parse_constraint
 from objectives.metrics import MAXIMIZE, MINIMIZE, MetricRef, parse_metric
 from objectives.objective import Objective
@@ -24,7 +24,8 @@ from objectives.paths import PD_REST, SCALAR_OPTIONS, SLO_OPTIONS, STRUCTURED_OP
 from objectives.pricing import price_table
 from search.fidelity import FidelitySpec
 from search.robust import RobustSpec
-from search.samplers import DEFAULT as DEFAULT_SAMPLER, Space, parse_sampler
+from search.samplers import DEFAULT as DEFAULT_SAMPLER
+from search.samplers import Space, parse_sampler
 from search.space import Parameter, parse_parameter
 
 TOP_LEVEL_KEYS = (

@@ -15,8 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search import tradeoffs
-from search.progress import is_interrupted
-from search.progress import is_extra
+from search.progress import is_extra, is_interrupted
 from search.study_file import StudySpec
 
 

@@ -5,14 +5,21 @@ import math
 import numpy as np
 import pytest
 
-from blis.cluster.admission import (ADMISSION_POLICIES, Probabilistic, TenantBudget, TokenBucket,
-                            build_admission, gaie_saturation, parse_probabilistic_params)
+from blis.cluster.admission import (
+    ADMISSION_POLICIES,
+    Probabilistic,
+    TenantBudget,
+    TokenBucket,
+    build_admission,
+    gaie_saturation,
+    parse_probabilistic_params,
+)
+from blis.cluster.slo import VALID_SLO_CLASSES, SLOPriorities
+from blis.cluster.snapshot import RouterState, Snapshot
 from blis.config.schema import PolicyConfig
 from blis.errors import ConfigError
 from blis.request import Request
 from blis.rng import PartitionedRNG
-from blis.cluster.slo import VALID_SLO_CLASSES, SLOPriorities
-from blis.cluster.snapshot import RouterState, Snapshot
 
 SLO = SLOPriorities()
 

@@ -7,15 +7,13 @@ import heapq
 
 import numpy as np
 import pytest
+from conservation import check_conservation
 
-import blis.engine.instance
+from blis.config.options import build_config
 from blis.errors import ConfigError
 from blis.fleet.lifecycle import ACTIVE, WARMING_UP
 from blis.fleet.node_pools import NODE_TERMINATED
-from blis.config.options import build_config
 from blis.simulation import run_simulation
-
-from conservation import check_conservation
 
 MODEL = "qwen/qwen2.5-7b-instruct"
 

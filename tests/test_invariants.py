@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from blis.engine.instance import Instance
 from blis.config.options import build_config
+from blis.engine.instance import Instance
 from blis.request import COMPLETED, QUEUED, RUNNING, TIMED_OUT
 from blis.simulation import run_simulation
 

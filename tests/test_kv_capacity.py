@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from blis.config.schema import DeploymentConfig, EngineConfig
 from blis.config.deployment import resolve_deployment
-from blis.errors import ConfigError
-from blis.config.kv_capacity import (GIB, calculate_kv_blocks, kv_bytes_per_token, model_weight_bytes)
+from blis.config.kv_capacity import GIB, calculate_kv_blocks, kv_bytes_per_token, model_weight_bytes
 from blis.config.model_config import MODEL_CONFIGS_DIR, load_defaults, load_hardware, load_model_config
+from blis.config.schema import DeploymentConfig, EngineConfig
+from blis.errors import ConfigError
 
 H100 = load_hardware("H100")
 LLAMA8B = load_model_config("meta-llama/llama-3.1-8b-instruct")

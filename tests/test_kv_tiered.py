@@ -3,9 +3,9 @@ and their step-time penalty, block conservation, and the CLI/config surface."""
 
 import pytest
 
-from blis.errors import ConfigError
-from blis.engine.kv_tiered import TieredKVCache
 from blis.config.options import build_config
+from blis.engine.kv_tiered import TieredKVCache
+from blis.errors import ConfigError
 from blis.request import Request
 from blis.simulation import run_simulation
 

@@ -10,10 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from blis.errors import ConfigError
-from blis.latency import (LATENCY_MODELS, LatencyModel, RooflineModel, TrainedPhysicsModel,
-                          build_latency_model, flops_per_us)
 from blis.config.model_config import HardwareSpec, ModelConfig, load_hardware, load_model_config
+from blis.errors import ConfigError
+from blis.latency import LATENCY_MODELS, LatencyModel, RooflineModel, TrainedPhysicsModel, build_latency_model, flops_per_us
 from blis.request import Request
 
 BETA10 = [0.152128, 0.0, 1.36252915, 0.752037, 32.09546717, 4.41684444, 126.024825,

@@ -5,10 +5,18 @@ import os
 
 import pytest
 
+from blis.config.model_config import (
+    MODEL_CONFIGS_DIR,
+    HardwareSpec,
+    ModelConfig,
+    derive_max_model_len,
+    known_gpus,
+    load_defaults,
+    load_hardware,
+    load_model_config,
+    parse_model_config,
+)
 from blis.errors import ConfigError
-from blis.config.model_config import (MODEL_CONFIGS_DIR, HardwareSpec, ModelConfig, derive_max_model_len,
-                               known_gpus, load_defaults, load_hardware, load_model_config,
-                               parse_model_config)
 
 BUNDLED = sorted(os.listdir(MODEL_CONFIGS_DIR))
 BASE = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-
 import search_fakes
+
 from blis.errors import ConfigError
 from objectives.constraints import parse_constraint
 from objectives.cost import cost_per_hour, deployment_of

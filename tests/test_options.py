@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from blis.cli import build_parser
-from blis.errors import ConfigError
 from blis.config.options import DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, build_config, flag_table
+from blis.errors import ConfigError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 MODEL = "qwen/qwen2.5-7b-instruct"

@@ -5,17 +5,16 @@ import math
 
 import numpy as np
 import pytest
+from conservation import check_conservation
 
 from blis.cli import main
-from blis.errors import ConfigError
+from blis.cluster.snapshot import RouterState, Snapshot
 from blis.config.kv_capacity import kv_bytes_per_token
 from blis.config.options import build_config
+from blis.errors import ConfigError
 from blis.fleet.pd import ROLE_DECODE, ROLE_PREFILL, ROLE_SHARED, PrefixThresholdDecider
 from blis.request import COMPLETED, Request
 from blis.simulation import run_simulation
-from blis.cluster.snapshot import RouterState, Snapshot
-
-from conservation import check_conservation
 
 MODEL = "qwen/qwen2.5-7b-instruct"
 UNBOUNDED = (1 << 63) - 1

@@ -6,13 +6,21 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from blis.cluster.routing import (
+    DEFAULT_SCORERS,
+    ROUTING_POLICIES,
+    SCORERS,
+    LeastLoaded,
+    PrefixAffinityScorer,
+    RoundRobin,
+    WeightedScoring,
+    build_routing,
+    parse_scorers,
+)
+from blis.cluster.snapshot import RouterState, Snapshot
 from blis.config.schema import PolicyConfig
 from blis.errors import ConfigError
 from blis.request import Request
-from blis.cluster.routing import (DEFAULT_SCORERS, ROUTING_POLICIES, SCORERS, LeastLoaded,
-                          PrefixAffinityScorer, RoundRobin, WeightedScoring, build_routing,
-                          parse_scorers)
-from blis.cluster.snapshot import RouterState, Snapshot
 
 BS = 4
 

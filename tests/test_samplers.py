@@ -7,10 +7,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+import search_fakes
 import yaml
 from optuna.trial import TrialState
 
-import search_fakes
 from blis.cli import main
 from blis.errors import ConfigError
 from search.driver import run_search

@@ -11,15 +11,15 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import search_fakes
 from optuna.trial import TrialState
 
-import search_fakes
 from blis.errors import ConfigError
 from search.driver import counts_toward_budget, is_interrupted, run_search
 from search.progress import Tally
-from search.storage import driver_locks, open_storage, repair_journal, resolve_storage
 from search.report import write_report
 from search.space import Parameter, space_size, suggest
+from search.storage import driver_locks, open_storage, repair_journal, resolve_storage
 from search.study_file import parse_study
 
 ray = pytest.importorskip("ray")

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-
 import search_fakes
+
 from blis.errors import ConfigError
 from search import fidelity, robust
 from search.fidelity import crowding, nondominated_ranks, promote, promotion_order

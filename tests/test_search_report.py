@@ -12,8 +12,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-
 import search_fakes
+
 from search import tradeoffs
 from search.driver import run_search
 from search.report import write_report

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import search_fakes
 from optuna.trial import TrialState
 
-import search_fakes
 from search import robust
 from search.driver import counts_toward_budget, run_search
 from search.study_file import parse_study

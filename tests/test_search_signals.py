@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_search_resume import STUDY, kill_session, load
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,13 +4,13 @@ import copy
 from pathlib import Path
 
 import pytest
+import search_fakes
 import yaml
 
-import search_fakes
 from blis.errors import ConfigError
+from objectives.paths import apply_params
 from search.cli import main
 from search.study_file import load_study, parse_study, probe_space
-from objectives.paths import apply_params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from blis.errors import ConfigError
 from blis.config.yamlsafe import MAX_NODES, load_yaml_file, load_yaml_text
+from blis.errors import ConfigError
 
 
 def test_ordinary_anchors_load_and_share():

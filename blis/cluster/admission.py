@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-from blis.errors import ConfigError
 from blis.cluster.slo import SLOPriorities
 from blis.cluster.snapshot import RouterState
+from blis.errors import ConfigError
 
 DEFAULT_PROBABILISTIC_A = 300.0
 DEFAULT_PROBABILISTIC_B = 5.0

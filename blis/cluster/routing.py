@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from blis.errors import ConfigError
 from blis.cluster.snapshot import RouterState
+from blis.errors import ConfigError
 
 DEFAULT_SCORERS: list[tuple[str, float]] = [
     ("precise-prefix-cache", 2.0), ("queue-depth", 1.0), ("kv-utilization", 1.0)]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import heapq
 
 from blis.cluster.admission import build_admission
+from blis.cluster.routing import build_routing
+from blis.cluster.slo import SLOPriorities
+from blis.cluster.snapshot import RouterState, Snapshot
 from blis.engine.instance import Instance
+from blis.engine.scheduler import build_scheduler
 from blis.events import EV_ADMISSION, EV_ARRIVAL, EV_ROUTING
 from blis.request import COMPLETED
 from blis.rng import PartitionedRNG
-from blis.cluster.routing import build_routing
-from blis.engine.scheduler import build_scheduler
-from blis.cluster.slo import SLOPriorities
-from blis.cluster.snapshot import RouterState, Snapshot
 
 
 class ClusterSimulator:

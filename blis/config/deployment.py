@@ -10,12 +10,18 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from blis.config.kv_capacity import calculate_kv_blocks
+from blis.config.model_config import (
+    HardwareSpec,
+    ModelConfig,
+    defaults_cached,
+    derive_max_model_len,
+    load_hardware,
+    load_model_config,
+)
 from blis.config.schema import DeploymentConfig, EngineConfig
 from blis.errors import ConfigError
-from blis.config.kv_capacity import calculate_kv_blocks
 from blis.latency import LATENCY_MODELS, LatencyModel, build_latency_model
-from blis.config.model_config import (HardwareSpec, ModelConfig, defaults_cached, derive_max_model_len,
-                               load_hardware, load_model_config)
 
 # ``--total-kv-blocks`` CLI default, used only when the GPU entry has no memory size to size from.
 DEFAULT_TOTAL_KV_BLOCKS = 1_000_000

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blis.errors import ConfigError
 from blis.config.model_config import HardwareSpec, ModelConfig
+from blis.errors import ConfigError
 
 GIB = float(1 << 30)
 _SWIGLU_ACTS = frozenset({"", "silu", "swiglu", "geglu", "situ"})

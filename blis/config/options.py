@@ -13,10 +13,20 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from blis.config.schema import (MAX_INT64, AutoscalerConfig, DelaySpec, DeploymentConfig, EngineConfig,
-                         LifecycleConfig, NodePoolConfig, PDConfig, PolicyConfig, SimConfig)
-from blis.errors import ConfigError
+from blis.config.schema import (
+    MAX_INT64,
+    AutoscalerConfig,
+    DelaySpec,
+    DeploymentConfig,
+    EngineConfig,
+    LifecycleConfig,
+    NodePoolConfig,
+    PDConfig,
+    PolicyConfig,
+    SimConfig,
+)
 from blis.config.yamlsafe import load_yaml_file
+from blis.errors import ConfigError
 
 _DIST_KEYS = ("prompt_tokens", "prompt_tokens_stdev", "prompt_tokens_min", "prompt_tokens_max",
               "output_tokens", "output_tokens_stdev", "output_tokens_min", "output_tokens_max",

@@ -28,9 +28,8 @@ import os
 from blis.engine.batch_formation import BatchFormer
 from blis.engine.kv_cache import KVCache
 from blis.events import EV_QUEUED, EV_STEP, EV_TIMEOUT
-from blis.results.metrics import IntHistogram
 from blis.request import COMPLETED, RUNNING, TIMED_OUT
-
+from blis.results.metrics import IntHistogram
 
 _NEVER = 1 << 62  # a step number no run reaches
 _NO_BATCH = ()  # a quiet step's newly scheduled batch

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from hashlib import blake2b
 
-
 from blis.request import hash_block
 
 

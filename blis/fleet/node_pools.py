@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from blis.config.deployment import resolve_deployment
-from blis.errors import ConfigError
 from blis.config.kv_capacity import calculate_kv_blocks
 from blis.config.model_config import derive_max_model_len
+from blis.errors import ConfigError
 
 NODE_PROVISIONING, NODE_READY, NODE_TERMINATED = "Provisioning", "Ready", "Terminated"
 US_PER_HOUR = 3600e6

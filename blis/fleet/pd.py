@@ -15,16 +15,15 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from blis.cluster.routing import build_routing
 from blis.config.deployment import resolve_deployment
-from blis.errors import ConfigError
-from blis.engine.instance import InstanceStats, merge_stats
 from blis.config.kv_capacity import kv_bytes_per_token
+from blis.engine.instance import InstanceStats, merge_stats
+from blis.errors import ConfigError
 from blis.events import EV_KV_TRANSFER_COMPLETED, EV_KV_TRANSFER_STARTED, EV_PREFILL_ROUTING
+from blis.request import COMPLETED, QUEUED, TIMED_OUT, WAITING_FOR_REMOTE_KVS, Request
 from blis.results.metrics import distribution
 from blis.rng import PartitionedRNG
-from blis.cluster.routing import build_routing
-from blis.request import COMPLETED, QUEUED, TIMED_OUT, WAITING_FOR_REMOTE_KVS, Request
-
 
 ROLE_NONE, ROLE_PREFILL, ROLE_DECODE, ROLE_SHARED = "", "prefill", "decode", "prefill-decode"
 

@@ -7,9 +7,9 @@ parallelism into per-aggregate coefficients and ``step_time`` only accumulates t
 
 from __future__ import annotations
 
+from blis.config.model_config import defaults_cached
 from blis.errors import ConfigError
 from blis.latency import LatencyModel, check_coeffs, flops_per_us, moe_layer_split
-from blis.config.model_config import defaults_cached
 
 ALL_GATHER_BACKENDS = frozenset({"", "naive", "allgather_reducescatter"})
 ALL_TO_ALL_BACKENDS = frozenset({"pplx", "deepep_high_throughput", "deepep_low_latency", "mori",

@@ -25,8 +25,16 @@ from blis.request import MAX_TOKEN_ID, Request
 from blis.rng import PartitionedRNG, make_generator
 from blis.workload.arrivals import make_arrival_sampler
 from blis.workload.lengths import LengthSampler, make_length_sampler
-from blis.workload.spec import (DEFAULT_PREFIX_LENGTH, SESSION_DEFAULT_TIMEOUT_US, ArrivalSpec,
-                                ClientSpec, DistSpec, MultimodalSpec, WorkloadSpec, expand_cohorts)
+from blis.workload.spec import (
+    DEFAULT_PREFIX_LENGTH,
+    SESSION_DEFAULT_TIMEOUT_US,
+    ArrivalSpec,
+    ClientSpec,
+    DistSpec,
+    MultimodalSpec,
+    WorkloadSpec,
+    expand_cohorts,
+)
 
 _LOG = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from blis.errors import ConfigError
 from blis.config.yamlsafe import load_yaml_text, read_text
+from blis.errors import ConfigError
 from blis.workload.arrivals import ARRIVAL_SAMPLERS
 from blis.workload.lengths import make_length_sampler
 
