@@ -192,12 +192,27 @@ def experiment_target(exp: Experiment, opts: dict):
     return stage_simulator(opts), exp.stages
 
 
+@dataclass
+class Fit:
+    """A calibration's result; errors are median absolute % per metric over all stages."""
+    coeffs: dict
+    rms_before: float
+    rms_after: float
+    err_before: dict
+    err_after: dict
+
+
+def _median_errors(r: np.ndarray, metrics) -> dict:
+    pct = np.abs(np.expm1(r.reshape(-1, len(metrics)))) * 100.0
+    return {m: float(np.median(pct[:, j])) for j, m in enumerate(metrics)}
+
+
 def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
-              metrics=FIT_METRICS, max_nfev: int = 30, log=None) -> tuple[dict, float, float]:
+              metrics=FIT_METRICS, max_nfev: int = 30, log=None) -> Fit:
     """Least-squares fit of ``params`` so simulated metrics match measured ones.
 
     ``targets``: (simulate(coeffs) -> list of metric dicts, measured list of metric dicts).
-    Residuals are log(simulated / measured). Returns (coefficients, rms before, rms after).
+    Residuals are log(simulated / measured); a stage the simulator leaves empty costs 5.
     """
     from scipy.optimize import least_squares
 
@@ -226,8 +241,9 @@ def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
     r0 = residuals(np.ones_like(x0))
     fit = least_squares(residuals, np.ones_like(x0), bounds=(1e-3, 1e3), diff_step=0.02,
                         max_nfev=max_nfev, xtol=1e-6, ftol=1e-6)
-    return (coeffs_at(fit.x), float(math.sqrt(np.mean(r0 ** 2))),
-            float(math.sqrt(np.mean(fit.fun ** 2))))
+    return Fit(coeffs_at(fit.x), float(math.sqrt(np.mean(r0 ** 2))),
+               float(math.sqrt(np.mean(fit.fun ** 2))), _median_errors(r0, metrics),
+               _median_errors(fit.fun, metrics))
 
 
 def write_coeffs(path: str, coeffs: dict, meta: dict | None = None) -> None:
@@ -247,3 +263,99 @@ def read_coeffs(path: str) -> dict:
     if not isinstance(doc, dict) or "alpha_coeffs" not in doc or "beta_coeffs" not in doc:
         raise ConfigError("coefficients", f"{path}: needs alpha_coeffs and beta_coeffs")
     return {"alpha": list(doc["alpha_coeffs"]), "beta": list(doc["beta_coeffs"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration from a per-request TraceV2 trace (``mode: real``)
+# ---------------------------------------------------------------------------------------------
+
+def trace_samples(rows: list[dict]) -> dict[int, tuple[int, float, float, float]]:
+    """request_id -> (sent µs, TTFT ms, E2E ms, per-token ITL ms) of every completed row.
+
+    TTFT = first chunk − send, E2E = last chunk − send (the client's view), per-token ITL =
+    (last − first chunk) / (output tokens − 1); ``send_time_us`` falls back to the arrival time.
+    """
+    out = {}
+    for row in rows:
+        first, last = row["first_chunk_time_us"], row["last_chunk_time_us"]
+        if row["status"] != "ok" or first <= 0 or last < first:
+            continue
+        sent = row["send_time_us"] or row["arrival_time_us"]
+        n = row["output_tokens"]
+        itl = (last - first) / (n - 1) / 1e3 if n > 1 else float("nan")
+        out[row["request_id"]] = (sent, (first - sent) / 1e3, (last - sent) / 1e3, itl)
+    return out
+
+
+def trace_windows(samples: dict, order: list[int], windows: int) -> list[dict]:
+    """Mean TTFT, E2E and per-token ITL per window of ``order`` (request ids by send time;
+    equal-count windows), over the requests of ``samples`` in each window."""
+    out = []
+    n = len(order)
+    for k in range(windows):
+        ids = [i for i in order[k * n // windows:(k + 1) * n // windows] if i in samples]
+        if not ids:
+            out.append({m: float("nan") for m in FIT_METRICS} | {"count": 0})
+            continue
+        v = np.array([samples[i][1:] for i in ids], dtype=float)
+        itl = v[:, 2][~np.isnan(v[:, 2])]
+        out.append({"ttft_mean": float(v[:, 0].mean()), "e2e_mean": float(v[:, 1].mean()),
+                    "itl_tok": float(itl.mean()) if itl.size else float("nan"),
+                    "count": len(ids)})
+    return out
+
+
+def trace_options(header: dict, opts: dict) -> dict:
+    """Simulator options for replaying a trace: the header's ``server`` block fills what the
+    user did not give (model, TP, max_num_seqs, block size, context limit, memory share)."""
+    srv = header.get("server") or {}
+    from_header = {"model": srv.get("model"), "tp": srv.get("tensor_parallel"),
+                   "max_num_seqs": srv.get("max_num_seqs"),
+                   "block_size_in_tokens": srv.get("block_size"),
+                   "max_model_len": srv.get("max_model_len"),
+                   "gpu_memory_utilization": srv.get("gpu_memory_utilization")}
+    out = {k: v for k, v in from_header.items() if v}
+    out.update(opts)
+    if not out.get("model"):
+        raise ConfigError("model", "the trace header names no server model; pass --model")
+    return out
+
+
+def trace_target(header_path: str, data_path: str, opts: dict, windows: int = 10):
+    """(simulate(coeffs) -> per-window metrics, measured per-window metrics) for a TraceV2 trace.
+
+    Every completed row is replayed at its send time (shifted so the first send is 0; no
+    horizon, so every request can finish) with the simulator's own per-request records turned
+    into trace rows exactly as ``--trace-output`` writes them, then both sides go through
+    ``trace_samples`` / ``trace_windows``: one definition of each metric.
+    """
+    from blis.options import build_config
+    from blis.simulation import run_simulation
+    from blis.workload.tracev2 import load_trace, read_trace_rows, trace_rows_from_requests
+
+    header, _ = load_trace(header_path, data_path)
+    real = trace_samples(read_trace_rows(data_path))
+    if not real:
+        raise ConfigError("trace-data", "no completed rows with first/last chunk times")
+    if windows < 1:
+        raise ConfigError("windows", f"must be >= 1, got {windows}")
+    order = sorted(real, key=lambda i: (real[i][0], i))
+    keep = {f"request_{i}" for i in real}
+    base = trace_options(header, opts)
+    build_config(base, replay=True)  # bad options fail before the first simulation
+
+    def sim(coeffs: dict) -> list[dict]:
+        cfg = build_config(dict(base, alpha_coeffs=coeffs["alpha"], beta_coeffs=coeffs["beta"]),
+                           replay=True)
+        _, reqs = load_trace(header_path, data_path, seed=cfg.seed)
+        reqs = [r for r in reqs if r.id in keep]
+        t0 = reqs[0].arrival_time
+        for r in reqs:
+            r.arrival_time -= t0
+        res = run_simulation(cfg, requests=reqs, keep_requests=True)
+        rows = trace_rows_from_requests(res.sim.arrived)
+        for r, row in zip(res.sim.arrived, rows):
+            row["request_id"] = int(r.id.rsplit("_", 1)[1])
+        return trace_windows(trace_samples(rows), order, windows)
+
+    return sim, trace_windows(real, order, windows)
