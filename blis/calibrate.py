@@ -207,43 +207,83 @@ def _median_errors(r: np.ndarray, metrics) -> dict:
     return {m: float(np.median(pct[:, j])) for j, m in enumerate(metrics)}
 
 
+def _stage_residuals(simulated: list[dict], measured: list[dict], metrics) -> list[float]:
+    """log(simulated / measured) per stage and metric; a stage the simulator leaves empty
+    (or a non-positive value) costs 5."""
+    return [math.log(s[m] / r[m]) if s[m] == s[m] and s[m] > 0 else 5.0
+            for s, r in zip(simulated, measured) for m in metrics]
+
+
+def _coeffs_at(base: dict, params, z) -> dict:
+    c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
+    for (vec, i), v in zip(params, z):
+        c[vec][i] = float(base[vec][i] * v if base[vec][i] > 0 else v)
+    return c
+
+
+def jacobian(target, base: dict | None = None, params=FIT_PARAMS, metrics=FIT_METRICS,
+             step: float = 0.05) -> np.ndarray:
+    """Forward-difference Jacobian of one target's residuals in the scaled coefficients
+    (1 = ``base``); its rows stack in ``calibrate``'s residual order."""
+    base = base or default_coeffs()
+    sim_fn, real = target
+    z = np.ones(len(params))
+    r0 = np.asarray(_stage_residuals(sim_fn(_coeffs_at(base, params, z)), real, metrics))
+    cols = []
+    for j in range(len(params)):
+        zj = z.copy()
+        zj[j] += step
+        rj = np.asarray(_stage_residuals(sim_fn(_coeffs_at(base, params, zj)), real, metrics))
+        cols.append((rj - r0) / step)
+    return np.column_stack(cols)
+
+
 def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
-              metrics=FIT_METRICS, max_nfev: int = 30, log=None) -> Fit:
+              metrics=FIT_METRICS, max_nfev: int = 30, log=None, jac: np.ndarray | None = None,
+              ridge: float = 0.0, robust: bool = False) -> Fit:
     """Least-squares fit of ``params`` so simulated metrics match measured ones.
 
     ``targets``: (simulate(coeffs) -> list of metric dicts, measured list of metric dicts).
-    Residuals are log(simulated / measured); a stage the simulator leaves empty costs 5.
+    Residuals are log(simulated / measured). Coefficients are scaled (1 = ``base``) and kept in
+    [1e-3, 1e3] × base. ``jac`` (rows of ``jacobian`` stacked per target) is a fixed Jacobian:
+    each iteration then costs one simulation per target instead of 1 + len(params) (the chord
+    method: it stops where jacᵀ·residuals = 0, the plain fit's point when the measurements can
+    be matched exactly, near it while the true Jacobian changes little). ``ridge`` adds ridge·(scale − 1) per
+    coefficient, pulling directions the data cannot tell apart back to ``base``; ``robust``
+    uses a soft-L1 loss (scale 0.2 in log units) so a stage the simulator overloads cannot
+    dominate the fit.
     """
     from scipy.optimize import least_squares
 
     base = base or default_coeffs()
-    x0 = np.array([base[v][i] for v, i in params], dtype=float)
-    scale = np.where(x0 > 0, x0, 1.0)
+    k = len(params)
 
-    def coeffs_at(z):
-        c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
-        for (vec, i), v in zip(params, z * scale):
-            c[vec][i] = float(v)
-        return c
-
-    def residuals(z: np.ndarray) -> np.ndarray:
-        res = []
-        for sim_fn, real in targets:
-            for s, r in zip(sim_fn(coeffs_at(z)), real):
-                for m in metrics:
-                    v = s[m]
-                    res.append(math.log(v / r[m]) if v == v and v > 0 else 5.0)
-        r = np.asarray(res)
+    def measured_residuals(z: np.ndarray) -> np.ndarray:
+        c = _coeffs_at(base, params, z)
+        r = np.asarray([v for sim_fn, real in targets
+                        for v in _stage_residuals(sim_fn(c), real, metrics)])
         if log:
             log(f"  rms log-error {math.sqrt(np.mean(r ** 2)):.4f}")
         return r
 
-    r0 = residuals(np.ones_like(x0))
-    fit = least_squares(residuals, np.ones_like(x0), bounds=(1e-3, 1e3), diff_step=0.02,
-                        max_nfev=max_nfev, xtol=1e-6, ftol=1e-6)
-    return Fit(coeffs_at(fit.x), float(math.sqrt(np.mean(r0 ** 2))),
-               float(math.sqrt(np.mean(fit.fun ** 2))), _median_errors(r0, metrics),
-               _median_errors(fit.fun, metrics))
+    def fun(z):
+        return np.concatenate([measured_residuals(z), ridge * (z - 1.0)]) if ridge else \
+            measured_residuals(z)
+
+    kw = {"diff_step": 0.02}
+    if jac is not None:
+        full = np.vstack([jac, ridge * np.eye(k)]) if ridge else jac
+        kw = {"jac": lambda z: full}
+    if robust:
+        kw.update(loss="soft_l1", f_scale=0.2)
+    z0 = np.ones(k)
+    r0 = measured_residuals(z0)
+    fit = least_squares(fun, z0, bounds=(1e-3, 1e3), max_nfev=max_nfev, xtol=1e-6, ftol=1e-6,
+                        **kw)
+    r1 = fit.fun[:len(r0)]
+    return Fit(_coeffs_at(base, params, fit.x), float(math.sqrt(np.mean(r0 ** 2))),
+               float(math.sqrt(np.mean(r1 ** 2))), _median_errors(r0, metrics),
+               _median_errors(r1, metrics))
 
 
 def write_coeffs(path: str, coeffs: dict, meta: dict | None = None) -> None:
@@ -331,9 +371,11 @@ def trace_target(header_path: str, data_path: str, opts: dict, windows: int = 10
     """
     from blis.options import build_config
     from blis.simulation import run_simulation
-    from blis.workload.tracev2 import load_trace, read_trace_rows, trace_rows_from_requests
+    from blis.workload.spec import load_yaml
+    from blis.workload.tracev2 import (load_trace, parse_trace_header, read_trace_rows,
+                                       trace_rows_from_requests)
 
-    header, _ = load_trace(header_path, data_path)
+    header = parse_trace_header(load_yaml(header_path, "trace-header"))
     real = trace_samples(read_trace_rows(data_path))
     if not real:
         raise ConfigError("trace-data", "no completed rows with first/last chunk times")
