@@ -214,7 +214,8 @@ def _stage_residuals(simulated: list[dict], measured: list[dict], metrics) -> li
             for s, r in zip(simulated, measured) for m in metrics]
 
 
-def _coeffs_at(base: dict, params, z) -> dict:
+def coeffs_at(base: dict, params, z) -> dict:
+    """``base`` with each coefficient of ``params`` scaled by its entry of ``z`` (set, if 0)."""
     c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
     for (vec, i), v in zip(params, z):
         c[vec][i] = float(base[vec][i] * v if base[vec][i] > 0 else v)
@@ -228,14 +229,38 @@ def jacobian(target, base: dict | None = None, params=FIT_PARAMS, metrics=FIT_ME
     base = base or default_coeffs()
     sim_fn, real = target
     z = np.ones(len(params))
-    r0 = np.asarray(_stage_residuals(sim_fn(_coeffs_at(base, params, z)), real, metrics))
+    r0 = np.asarray(_stage_residuals(sim_fn(coeffs_at(base, params, z)), real, metrics))
     cols = []
     for j in range(len(params)):
         zj = z.copy()
         zj[j] += step
-        rj = np.asarray(_stage_residuals(sim_fn(_coeffs_at(base, params, zj)), real, metrics))
+        rj = np.asarray(_stage_residuals(sim_fn(coeffs_at(base, params, zj)), real, metrics))
         cols.append((rj - r0) / step)
     return np.column_stack(cols)
+
+
+def stage_residuals(target, coeffs: dict, metrics=FIT_METRICS) -> np.ndarray:
+    """One target's residuals (``calibrate``'s order) at ``coeffs``."""
+    sim_fn, real = target
+    return np.asarray(_stage_residuals(sim_fn(coeffs), real, metrics))
+
+
+def linearised_fit(r0: np.ndarray, jac: np.ndarray, ridge: float = 0.0,
+                   robust: bool = False) -> np.ndarray:
+    """Scaled coefficients minimising the first-order model r0 + jac·(z − 1) with
+    ``calibrate``'s loss, ridge and bounds — no simulation, so many fits over subsets of
+    experiments (leave-one-out) share one set of simulations."""
+    from scipy.optimize import least_squares
+
+    k = jac.shape[1]
+    A = np.vstack([jac, ridge * np.eye(k)]) if ridge else jac
+
+    def fun(z):
+        lin = r0 + jac @ (z - 1.0)
+        return np.concatenate([lin, ridge * (z - 1.0)]) if ridge else lin
+
+    kw = {"loss": "soft_l1", "f_scale": 0.2} if robust else {}
+    return least_squares(fun, np.ones(k), jac=lambda z: A, bounds=(1e-3, 1e3), **kw).x
 
 
 def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
@@ -259,7 +284,7 @@ def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
     k = len(params)
 
     def measured_residuals(z: np.ndarray) -> np.ndarray:
-        c = _coeffs_at(base, params, z)
+        c = coeffs_at(base, params, z)
         r = np.asarray([v for sim_fn, real in targets
                         for v in _stage_residuals(sim_fn(c), real, metrics)])
         if log:
@@ -281,7 +306,7 @@ def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
     fit = least_squares(fun, z0, bounds=(1e-3, 1e3), max_nfev=max_nfev, xtol=1e-6, ftol=1e-6,
                         **kw)
     r1 = fit.fun[:len(r0)]
-    return Fit(_coeffs_at(base, params, fit.x), float(math.sqrt(np.mean(r0 ** 2))),
+    return Fit(coeffs_at(base, params, fit.x), float(math.sqrt(np.mean(r0 ** 2))),
                float(math.sqrt(np.mean(r1 ** 2))), _median_errors(r0, metrics),
                _median_errors(r1, metrics))
 

@@ -129,6 +129,23 @@ def test_fixed_jacobian_fit_agrees_with_plain_fit():
     assert chord.rms_after < 0.01 < chord.rms_before
 
 
+def test_linearised_fit_solves_the_linear_model_and_resists_an_outlier():
+    from blis.calibrate import linearised_fit
+
+    rng = np.random.default_rng(3)
+    jac = rng.normal(size=(30, 3))
+    z_true = np.array([1.4, 0.7, 1.1])
+    r0 = jac @ (1.0 - z_true)  # the model r0 + jac (z - 1) vanishes at z_true
+    assert linearised_fit(r0, jac) == pytest.approx(z_true, rel=1e-6)
+    bad = r0.copy()
+    bad[0] += 6.0  # one stage the simulator overloads
+    assert np.abs(linearised_fit(bad, jac, robust=True) - z_true).max() < \
+        0.5 * np.abs(linearised_fit(bad, jac) - z_true).max()
+    # the ridge pulls towards the start (1) in proportion to its weight
+    shrunk = linearised_fit(r0, jac, ridge=3.0)
+    assert np.all(np.abs(shrunk - 1) < np.abs(z_true - 1))
+
+
 def test_coefficients_file_is_accepted_by_run_options(tmp_path):
     from blis.calibrate import default_coeffs, write_coeffs
     from blis.options import build_config
