@@ -56,47 +56,85 @@ def _errs(exp, coeffs, wl):
     return [{m: pct_err(s[m], r[m]) for m in METRICS} for s, r in zip(sim, exp.stages)]
 
 
+DEPLOYMENT_PARAMS = (0, 2, 5)
+"""Indices into ``LOO_PARAMS`` refitted per deployment: α₀, β₂, β₉ (TTFT offset, decode scale
+with the weights, decode growth with the context)."""
+
+
+def _deployment(e):
+    return e.model, e.config["tensor_parallelism"]
+
+
 def leave_one_out(ok, wl, a) -> dict:
-    """Leave-one-experiment-out over ``ok``: for each experiment, fit ``LOO_PARAMS`` (one global
-    set) on the others — all models, so the same-model experiments left in training and the
-    model-dependent basis functions carry what is model-specific — and predict it.
+    """Leave-one-experiment-out over ``ok``; the experiment predicted is never in its fold's
+    training data. Two calibrations per fold:
 
-    Each experiment's residuals and their Jacobian are simulated once, at the default
-    coefficients, with ``--loo-stage-s`` stages; a fold solves the linearised problem over its
-    12 training experiments (``linearised_fit``, no simulation) and the held-out experiment is
-    then simulated with the fitted coefficients, full-length stages. The training data of a
-    fold never includes the experiment it predicts.
+    - global: one set of ``LOO_PARAMS`` fitted on the other 12 experiments (all four models;
+      the model-dependent basis functions carry what is model-specific);
+    - global + deployment: then ``DEPLOYMENT_PARAMS`` refitted on the training experiments of
+      the held-out one's deployment (2–3 other profiles of the same model and TP), ridge-pulled
+      towards the global fit.
+
+    Each experiment's residuals and Jacobian are simulated once, at the default coefficients,
+    with ``--loo-stage-s`` stages (``--loo-cache`` keeps them); a fold solves the linearised
+    problem (``linearised_fit``, no simulation) and the held-out experiment is then simulated
+    with the fitted coefficients, full-length stages.
     """
-    fit_wl = dict(wl, max_stage_s=a.loo_stage_s)
     base = default_coeffs()
-    targets = {e.name: experiment_target(e, experiment_options(e, **fit_wl)) for e in ok}
-    t0 = time.time()
-    r0 = {n: stage_residuals(t, base) for n, t in targets.items()}
-    jac = {n: jacobian(t, params=LOO_PARAMS) for n, t in targets.items()}
-    print(f"\nresiduals and Jacobians of {len(ok)} experiments: {time.time() - t0:.0f} s",
-          flush=True)
+    cache = Path(a.loo_cache) if a.loo_cache else None
+    if cache and cache.exists():
+        z = np.load(cache)
+        r0 = {e.name: z[f"r0/{e.name}"] for e in ok}
+        jac = {e.name: z[f"jac/{e.name}"] for e in ok}
+    else:
+        fit_wl = dict(wl, max_stage_s=a.loo_stage_s)
+        t0 = time.time()
+        targets = {e.name: experiment_target(e, experiment_options(e, **fit_wl)) for e in ok}
+        r0 = {n: stage_residuals(t, base) for n, t in targets.items()}
+        jac = {n: jacobian(t, params=LOO_PARAMS) for n, t in targets.items()}
+        print(f"\nresiduals and Jacobians of {len(ok)} experiments: {time.time() - t0:.0f} s",
+              flush=True)
+        if cache:
+            np.savez(cache, **{f"r0/{n}": v for n, v in r0.items()},
+                     **{f"jac/{n}": v for n, v in jac.items()})
 
-    def fit_on(names):
-        z = linearised_fit(np.concatenate([r0[n] for n in names]),
-                           np.vstack([jac[n] for n in names]), ridge=LOO_RIDGE, robust=True)
-        return coeffs_at(base, LOO_PARAMS, z)
+    def fit_global(names):
+        return linearised_fit(np.concatenate([r0[n] for n in names]),
+                              np.vstack([jac[n] for n in names]), ridge=LOO_RIDGE, robust=True)
 
-    loo = []
-    print("\n| held out | E2E mean | TTFT mean | ITL (per token) | fitted scale " +
-          " ".join(f"{v[0]}{i}" for v, i in LOO_PARAMS) + " |")
+    def fit_deployment(z_g, names):
+        sub = list(DEPLOYMENT_PARAMS)
+        J = np.vstack([jac[n] for n in names])
+        r_at_g = np.concatenate([r0[n] for n in names]) + J @ (z_g - 1.0)
+        w = linearised_fit(r_at_g, J[:, sub], ridge=LOO_RIDGE, robust=True)
+        z = z_g.copy()
+        z[sub] += w - 1.0
+        return z
+
+    rows = {"global": [], "deployment": []}
+    print("\n| held out | E2E mean | TTFT mean | ITL (per token) | same, + deployment refit |")
     print("|---|---:|---:|---:|---|")
     for held in ok:
-        coeffs = fit_on([e.name for e in ok if e is not held])
-        errs = _errs(held, coeffs, wl)
-        loo += errs
-        scale = " ".join(f"{coeffs[v][i] / base[v][i]:.2f}" for v, i in LOO_PARAMS)
-        for k, e in enumerate(errs):
-            print(f"| {held.name[16:]} stage {k} | {e['e2e_mean']:+.1f} | {e['ttft_mean']:+.1f} | "
-                  f"{e['itl_tok']:+.1f} | {scale} |", flush=True)
-    every = fit_on([e.name for e in ok])
-    inside = [x for e in ok for x in _errs(e, every, wl)]
-    return {"trained-physics, calibrated, leave-one-experiment-out (12 of 13)": _medians(loo),
-            "trained-physics, calibrated on all 13 (in-sample, not a prediction)": _medians(inside)}
+        train = [e.name for e in ok if e is not held]
+        same = [e.name for e in ok if e is not held and _deployment(e) == _deployment(held)]
+        z_g = fit_global(train)
+        z_d = fit_deployment(z_g, same)
+        eg = _errs(held, coeffs_at(base, LOO_PARAMS, z_g), wl)
+        ed = _errs(held, coeffs_at(base, LOO_PARAMS, z_d), wl)
+        rows["global"] += eg
+        rows["deployment"] += ed
+        for k, (g, d) in enumerate(zip(eg, ed)):
+            print(f"| {held.name[16:]} stage {k} | {g['e2e_mean']:+.1f} | {g['ttft_mean']:+.1f} | "
+                  f"{g['itl_tok']:+.1f} | {d['e2e_mean']:+.1f} / {d['ttft_mean']:+.1f} / "
+                  f"{d['itl_tok']:+.1f} |", flush=True)
+    z_all = fit_global([e.name for e in ok])
+    print("global scale fitted on all 13:", dict(zip((f"{v[0]}{i}" for v, i in LOO_PARAMS),
+                                                     np.round(z_all, 3))))
+    inside = [x for e in ok for x in _errs(e, coeffs_at(base, LOO_PARAMS, z_all), wl)]
+    return {"calibrated (global, 12 of 13), leave-one-experiment-out": _medians(rows["global"]),
+            "calibrated (global + deployment refit), leave-one-experiment-out":
+                _medians(rows["deployment"]),
+            "calibrated (global) on all 13: in-sample, not a prediction": _medians(inside)}
 
 
 def main(argv=None) -> int:
@@ -107,6 +145,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-lengths", action="store_true",
                     help="use the profile's constant lengths instead of the measured distributions")
     ap.add_argument("--models", default="trained-physics,roofline")
+    ap.add_argument("--loo-cache", default="",
+                    help="npz file keeping the leave-one-out residuals and Jacobians (reused "
+                         "when it exists)")
     ap.add_argument("--loo-stage-s", type=float, default=60.0,
                     help="stage length (s) of the training runs inside calibration")
     a = ap.parse_args(argv)
