@@ -49,7 +49,7 @@ def _argparse_field(message: str) -> str:
     return f"command: {message}"
 
 
-def _add_sim_flags(p: argparse.ArgumentParser) -> None:
+def _add_sim_flags(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     for opt in DECLARATIONS:
         extra = {"nargs": "?", "const": "true"} if opt.kind is bool else {}
         shown = opt.default_text()
@@ -60,7 +60,7 @@ def _add_sim_flags(p: argparse.ArgumentParser) -> None:
     for alias, target in ALIASES.items():
         p.add_argument(f"--{flag(alias)}", dest=target, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
-    for opt in OUTPUT_DECLARATIONS:
+    for opt in OUTPUT_DECLARATIONS if outputs else ():
         p.add_argument(opt.flag, dest=opt.name, default="", metavar="PATH", help=opt.help)
 
 

@@ -101,11 +101,49 @@ def test_calibrate_recovers_known_coefficients():
     measured = simulate_stages(dict(opts, alpha_coeffs=true["alpha"], beta_coeffs=true["beta"]))
     sim_fn = stage_simulator(opts)
     params = (("alpha", 0), ("beta", 9))
-    fit, before, after = calibrate([(sim_fn, measured)], params=params,
-                                   metrics=("ttft_mean", "itl_tok", "e2e_mean"))
-    assert before > 0.05 and after < before
+    fit = calibrate([(sim_fn, measured)], params=params,
+                    metrics=("ttft_mean", "itl_tok", "e2e_mean"))
+    assert fit.rms_before > 0.05 and fit.rms_after < fit.rms_before
     for vec, i in params:
-        assert fit[vec][i] == pytest.approx(true[vec][i], rel=0.01)
+        assert fit.coeffs[vec][i] == pytest.approx(true[vec][i], rel=0.01)
+
+
+def test_fixed_jacobian_fit_agrees_with_plain_fit():
+    """The chord method (one Jacobian at the start, used by the leave-one-out benchmark) lands
+    on the coefficients the plain finite-difference fit finds."""
+    from blis.calibrate import calibrate, default_coeffs, jacobian, simulate_stages, stage_simulator
+
+    true = default_coeffs()
+    true["alpha"][0] *= 0.7
+    true["beta"][6] *= 1.5
+    opts = _small_opts()
+    target = (stage_simulator(opts), simulate_stages(dict(opts, alpha_coeffs=true["alpha"],
+                                                          beta_coeffs=true["beta"])))
+    params = (("alpha", 0), ("beta", 6))
+    plain = calibrate([target], params=params)
+    chord = calibrate([target], params=params, jac=jacobian(target, params=params),
+                      ridge=1e-4, robust=True)
+    for vec, i in params:
+        assert chord.coeffs[vec][i] == pytest.approx(plain.coeffs[vec][i], rel=0.01)
+        assert chord.coeffs[vec][i] == pytest.approx(true[vec][i], rel=0.01)
+    assert chord.rms_after < 0.01 < chord.rms_before
+
+
+def test_linearised_fit_solves_the_linear_model_and_resists_an_outlier():
+    from blis.calibrate import linearised_fit
+
+    rng = np.random.default_rng(3)
+    jac = rng.normal(size=(30, 3))
+    z_true = np.array([1.4, 0.7, 1.1])
+    r0 = jac @ (1.0 - z_true)  # the model r0 + jac (z - 1) vanishes at z_true
+    assert linearised_fit(r0, jac) == pytest.approx(z_true, rel=1e-6)
+    bad = r0.copy()
+    bad[0] += 6.0  # one stage the simulator overloads
+    assert np.abs(linearised_fit(bad, jac, robust=True) - z_true).max() < \
+        0.5 * np.abs(linearised_fit(bad, jac) - z_true).max()
+    # the ridge pulls towards the start (1) in proportion to its weight
+    shrunk = linearised_fit(r0, jac, ridge=3.0)
+    assert np.all(np.abs(shrunk - 1) < np.abs(z_true - 1))
 
 
 def test_coefficients_file_is_accepted_by_run_options(tmp_path):
@@ -135,4 +173,71 @@ def test_convert_and_calibrate_commands(tmp_path, capsys):
     assert spec["inference_perf"]["stages"][1] == {"duration": 10, "rate": 10}
     assert len(_gen(spec)) == 200
     assert main(["calibrate", "--output", str(tmp_path / "c.yaml")]) == 2
-    assert capsys.readouterr().err.strip() == "error: experiment: give at least one --experiment DIR"
+    assert capsys.readouterr().err.strip() == ("error: experiment: give at least one "
+                                                "--experiment DIR, or --trace-header and --trace-data")
+
+
+def _sim_trace(tmp_path, coeffs, name="t"):
+    """A TraceV2 trace of a small run with ``coeffs``, as `blis run --trace-output` writes it,
+    marked ``mode: real`` (what a load generator would have recorded)."""
+    from blis.options import build_config
+    from blis.simulation import run_simulation
+    from blis.workload.tracev2 import trace_header_for_run, trace_rows_from_requests, write_trace
+
+    opts = dict(_small_opts(), alpha_coeffs=coeffs["alpha"], beta_coeffs=coeffs["beta"])
+    res = run_simulation(build_config(opts), keep_requests=True)
+    return write_trace(tmp_path / name, trace_header_for_run(res, "real"),
+                       trace_rows_from_requests(res.sim.arrived))
+
+
+def test_calibrate_from_trace_recovers_known_coefficients(tmp_path):
+    from blis.calibrate import calibrate, default_coeffs, trace_target
+
+    true = default_coeffs()
+    true["alpha"][0] *= 1.3
+    true["beta"][9] *= 0.8
+    header, data = _sim_trace(tmp_path, true)
+    opts = {"hardware": "H100", "total_kv_blocks": 4000}  # model, TP, max-num-seqs: the header
+    sim_fn, measured = trace_target(header, data, opts, windows=4)
+    assert sum(w["count"] for w in measured) == 160
+    assert sim_fn(true) == measured  # same coefficients: the replay reproduces the trace exactly
+    params = (("alpha", 0), ("beta", 9))
+    fit = calibrate([(sim_fn, measured)], params=params)
+    assert fit.rms_before > 0.05 and fit.rms_after < 1e-3
+    for vec, i in params:
+        assert fit.coeffs[vec][i] == pytest.approx(true[vec][i], rel=0.01)
+
+
+def test_trace_samples_use_send_and_chunk_times():
+    from blis.calibrate import trace_samples, trace_windows
+
+    row = {"status": "ok", "send_time_us": 1_000_000, "arrival_time_us": 5,
+           "first_chunk_time_us": 1_250_000, "last_chunk_time_us": 2_250_000, "output_tokens": 101}
+    s = trace_samples([dict(row, request_id=1), dict(row, request_id=2, status="timeout"),
+                       dict(row, request_id=3, first_chunk_time_us=0),
+                       dict(row, request_id=4, send_time_us=0, arrival_time_us=250_000)])
+    assert s == {1: (1_000_000, 250.0, 1250.0, 10.0), 4: (250_000, 1000.0, 2000.0, 10.0)}
+    w = trace_windows(s, [4, 1, 9], 2)  # id 9 has no completed row: window 1 averages id 1 only
+    assert w[0]["ttft_mean"] == 1000.0 and w[1] == {"ttft_mean": 250.0, "e2e_mean": 1250.0,
+                                                    "itl_tok": 10.0, "count": 1}
+
+
+def test_calibrate_trace_command_errors(tmp_path, capsys):
+    from blis.calibrate import default_coeffs
+    from blis.cli import main
+
+    header, data = _sim_trace(tmp_path, default_coeffs())
+    cases = [
+        (["--trace-header", header], "error: trace-data: is required with --trace-header"),
+        (["--trace-header", header, "--trace-data", data, "--experiment", "x"],
+         "error: experiment: give either --experiment DIRs or a trace, not both"),
+        (["--experiment", "x", "--tp", "2"], "error: tp: applies to trace calibration only; an "
+                                             "experiment's settings come from its exp-config.yaml"),
+        (["--trace-header", header, "--trace-data", data, "--latency-model", "roofline"],
+         "error: latency-model: calibrate fits trained-physics coefficients only"),
+        (["--trace-header", header, "--trace-data", data, "--hardware", "H100", "--rate", "3"],
+         "error: rate: blis replay takes its requests from the trace; workload flags do not apply"),
+    ]
+    for args, err in cases:
+        assert main(["calibrate", "--output", str(tmp_path / "c.yaml")] + args) == 2
+        assert capsys.readouterr().err.strip() == err

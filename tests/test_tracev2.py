@@ -195,6 +195,13 @@ def test_strict_header(tmp_path):
         assert frag in ei.value.message
 
 
+def test_real_trace_time_unit_us(tmp_path):
+    """Real load-generator traces (data/real/traces) write ``time_unit: us``."""
+    hp, dp = write_files(tmp_path, "trace_version: 2\ntime_unit: us\nmode: real\n", rows_of(record()))
+    header, reqs = load_trace(hp, dp)
+    assert header["time_unit"] == "us" and header["mode"] == "real" and len(reqs) == 1
+
+
 def test_full_header_accepted(tmp_path):
     header = {
         "trace_version": 3, "time_unit": "microseconds", "created_at": "2026-01-02T03:04:05Z",

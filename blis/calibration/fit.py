@@ -192,42 +192,123 @@ def experiment_target(exp: Experiment, opts: dict):
     return stage_simulator(opts), exp.stages
 
 
+@dataclass
+class Fit:
+    """A calibration's result; errors are median absolute % per metric over all stages."""
+    coeffs: dict
+    rms_before: float
+    rms_after: float
+    err_before: dict
+    err_after: dict
+
+
+def _median_errors(r: np.ndarray, metrics) -> dict:
+    pct = np.abs(np.expm1(r.reshape(-1, len(metrics)))) * 100.0
+    return {m: float(np.median(pct[:, j])) for j, m in enumerate(metrics)}
+
+
+def _stage_residuals(simulated: list[dict], measured: list[dict], metrics) -> list[float]:
+    """log(simulated / measured) per stage and metric; a stage the simulator leaves empty
+    (or a non-positive value) costs 5."""
+    return [math.log(s[m] / r[m]) if s[m] == s[m] and s[m] > 0 else 5.0
+            for s, r in zip(simulated, measured) for m in metrics]
+
+
+def coeffs_at(base: dict, params, z) -> dict:
+    """``base`` with each coefficient of ``params`` scaled by its entry of ``z`` (set, if 0)."""
+    c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
+    for (vec, i), v in zip(params, z):
+        c[vec][i] = float(base[vec][i] * v if base[vec][i] > 0 else v)
+    return c
+
+
+def jacobian(target, base: dict | None = None, params=FIT_PARAMS, metrics=FIT_METRICS,
+             step: float = 0.05) -> np.ndarray:
+    """Forward-difference Jacobian of one target's residuals in the scaled coefficients
+    (1 = ``base``); its rows stack in ``calibrate``'s residual order."""
+    base = base or default_coeffs()
+    sim_fn, real = target
+    z = np.ones(len(params))
+    r0 = np.asarray(_stage_residuals(sim_fn(coeffs_at(base, params, z)), real, metrics))
+    cols = []
+    for j in range(len(params)):
+        zj = z.copy()
+        zj[j] += step
+        rj = np.asarray(_stage_residuals(sim_fn(coeffs_at(base, params, zj)), real, metrics))
+        cols.append((rj - r0) / step)
+    return np.column_stack(cols)
+
+
+def stage_residuals(target, coeffs: dict, metrics=FIT_METRICS) -> np.ndarray:
+    """One target's residuals (``calibrate``'s order) at ``coeffs``."""
+    sim_fn, real = target
+    return np.asarray(_stage_residuals(sim_fn(coeffs), real, metrics))
+
+
+def linearised_fit(r0: np.ndarray, jac: np.ndarray, ridge: float = 0.0,
+                   robust: bool = False) -> np.ndarray:
+    """Scaled coefficients minimising the first-order model r0 + jac·(z − 1) with
+    ``calibrate``'s loss, ridge and bounds — no simulation, so many fits over subsets of
+    experiments (leave-one-out) share one set of simulations."""
+    from scipy.optimize import least_squares
+
+    k = jac.shape[1]
+    A = np.vstack([jac, ridge * np.eye(k)]) if ridge else jac
+
+    def fun(z):
+        lin = r0 + jac @ (z - 1.0)
+        return np.concatenate([lin, ridge * (z - 1.0)]) if ridge else lin
+
+    kw = {"loss": "soft_l1", "f_scale": 0.2} if robust else {}
+    return least_squares(fun, np.ones(k), jac=lambda z: A, bounds=(1e-3, 1e3), **kw).x
+
+
 def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
-              metrics=FIT_METRICS, max_nfev: int = 30, log=None) -> tuple[dict, float, float]:
+              metrics=FIT_METRICS, max_nfev: int = 30, log=None, jac: np.ndarray | None = None,
+              ridge: float = 0.0, robust: bool = False) -> Fit:
     """Least-squares fit of ``params`` so simulated metrics match measured ones.
 
     ``targets``: (simulate(coeffs) -> list of metric dicts, measured list of metric dicts).
-    Residuals are log(simulated / measured). Returns (coefficients, rms before, rms after).
+    Residuals are log(simulated / measured). Coefficients are scaled (1 = ``base``) and kept in
+    [1e-3, 1e3] × base. ``jac`` (rows of ``jacobian`` stacked per target) is a fixed Jacobian:
+    each iteration then costs one simulation per target instead of 1 + len(params) (the chord
+    method: it stops where jacᵀ·residuals = 0, the plain fit's point when the measurements can
+    be matched exactly, near it while the true Jacobian changes little). ``ridge`` adds ridge·(scale − 1) per
+    coefficient, pulling directions the data cannot tell apart back to ``base``; ``robust``
+    uses a soft-L1 loss (scale 0.2 in log units) so a stage the simulator overloads cannot
+    dominate the fit.
     """
     from scipy.optimize import least_squares
 
     base = base or default_coeffs()
-    x0 = np.array([base[v][i] for v, i in params], dtype=float)
-    scale = np.where(x0 > 0, x0, 1.0)
+    k = len(params)
 
-    def coeffs_at(z):
-        c = {"alpha": list(base["alpha"]), "beta": list(base["beta"])}
-        for (vec, i), v in zip(params, z * scale):
-            c[vec][i] = float(v)
-        return c
-
-    def residuals(z: np.ndarray) -> np.ndarray:
-        res = []
-        for sim_fn, real in targets:
-            for s, r in zip(sim_fn(coeffs_at(z)), real):
-                for m in metrics:
-                    v = s[m]
-                    res.append(math.log(v / r[m]) if v == v and v > 0 else 5.0)
-        r = np.asarray(res)
+    def measured_residuals(z: np.ndarray) -> np.ndarray:
+        c = coeffs_at(base, params, z)
+        r = np.asarray([v for sim_fn, real in targets
+                        for v in _stage_residuals(sim_fn(c), real, metrics)])
         if log:
             log(f"  rms log-error {math.sqrt(np.mean(r ** 2)):.4f}")
         return r
 
-    r0 = residuals(np.ones_like(x0))
-    fit = least_squares(residuals, np.ones_like(x0), bounds=(1e-3, 1e3), diff_step=0.02,
-                        max_nfev=max_nfev, xtol=1e-6, ftol=1e-6)
-    return (coeffs_at(fit.x), float(math.sqrt(np.mean(r0 ** 2))),
-            float(math.sqrt(np.mean(fit.fun ** 2))))
+    def fun(z):
+        return np.concatenate([measured_residuals(z), ridge * (z - 1.0)]) if ridge else \
+            measured_residuals(z)
+
+    kw = {"diff_step": 0.02}
+    if jac is not None:
+        full = np.vstack([jac, ridge * np.eye(k)]) if ridge else jac
+        kw = {"jac": lambda z: full}
+    if robust:
+        kw.update(loss="soft_l1", f_scale=0.2)
+    z0 = np.ones(k)
+    r0 = measured_residuals(z0)
+    fit = least_squares(fun, z0, bounds=(1e-3, 1e3), max_nfev=max_nfev, xtol=1e-6, ftol=1e-6,
+                        **kw)
+    r1 = fit.fun[:len(r0)]
+    return Fit(coeffs_at(base, params, fit.x), float(math.sqrt(np.mean(r0 ** 2))),
+               float(math.sqrt(np.mean(r1 ** 2))), _median_errors(r0, metrics),
+               _median_errors(r1, metrics))
 
 
 def write_coeffs(path: str, coeffs: dict, meta: dict | None = None) -> None:
@@ -247,3 +328,101 @@ def read_coeffs(path: str) -> dict:
     if not isinstance(doc, dict) or "alpha_coeffs" not in doc or "beta_coeffs" not in doc:
         raise ConfigError("coefficients", f"{path}: needs alpha_coeffs and beta_coeffs")
     return {"alpha": list(doc["alpha_coeffs"]), "beta": list(doc["beta_coeffs"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration from a per-request TraceV2 trace (``mode: real``)
+# ---------------------------------------------------------------------------------------------
+
+def trace_samples(rows: list[dict]) -> dict[int, tuple[int, float, float, float]]:
+    """request_id -> (sent µs, TTFT ms, E2E ms, per-token ITL ms) of every completed row.
+
+    TTFT = first chunk − send, E2E = last chunk − send (the client's view), per-token ITL =
+    (last − first chunk) / (output tokens − 1); ``send_time_us`` falls back to the arrival time.
+    """
+    out = {}
+    for row in rows:
+        first, last = row["first_chunk_time_us"], row["last_chunk_time_us"]
+        if row["status"] != "ok" or first <= 0 or last < first:
+            continue
+        sent = row["send_time_us"] or row["arrival_time_us"]
+        n = row["output_tokens"]
+        itl = (last - first) / (n - 1) / 1e3 if n > 1 else float("nan")
+        out[row["request_id"]] = (sent, (first - sent) / 1e3, (last - sent) / 1e3, itl)
+    return out
+
+
+def trace_windows(samples: dict, order: list[int], windows: int) -> list[dict]:
+    """Mean TTFT, E2E and per-token ITL per window of ``order`` (request ids by send time;
+    equal-count windows), over the requests of ``samples`` in each window."""
+    out = []
+    n = len(order)
+    for k in range(windows):
+        ids = [i for i in order[k * n // windows:(k + 1) * n // windows] if i in samples]
+        if not ids:
+            out.append({m: float("nan") for m in FIT_METRICS} | {"count": 0})
+            continue
+        v = np.array([samples[i][1:] for i in ids], dtype=float)
+        itl = v[:, 2][~np.isnan(v[:, 2])]
+        out.append({"ttft_mean": float(v[:, 0].mean()), "e2e_mean": float(v[:, 1].mean()),
+                    "itl_tok": float(itl.mean()) if itl.size else float("nan"),
+                    "count": len(ids)})
+    return out
+
+
+def trace_options(header: dict, opts: dict) -> dict:
+    """Simulator options for replaying a trace: the header's ``server`` block fills what the
+    user did not give (model, TP, max_num_seqs, block size, context limit, memory share)."""
+    srv = header.get("server") or {}
+    from_header = {"model": srv.get("model"), "tp": srv.get("tensor_parallel"),
+                   "max_num_seqs": srv.get("max_num_seqs"),
+                   "block_size_in_tokens": srv.get("block_size"),
+                   "max_model_len": srv.get("max_model_len"),
+                   "gpu_memory_utilization": srv.get("gpu_memory_utilization")}
+    out = {k: v for k, v in from_header.items() if v}
+    out.update(opts)
+    if not out.get("model"):
+        raise ConfigError("model", "the trace header names no server model; pass --model")
+    return out
+
+
+def trace_target(header_path: str, data_path: str, opts: dict, windows: int = 10):
+    """(simulate(coeffs) -> per-window metrics, measured per-window metrics) for a TraceV2 trace.
+
+    Every completed row is replayed at its send time (shifted so the first send is 0; no
+    horizon, so every request can finish) with the simulator's own per-request records turned
+    into trace rows exactly as ``--trace-output`` writes them, then both sides go through
+    ``trace_samples`` / ``trace_windows``: one definition of each metric.
+    """
+    from blis.options import build_config
+    from blis.simulation import run_simulation
+    from blis.workload.spec import load_yaml
+    from blis.workload.tracev2 import (load_trace, parse_trace_header, read_trace_rows,
+                                       trace_rows_from_requests)
+
+    header = parse_trace_header(load_yaml(header_path, "trace-header"))
+    real = trace_samples(read_trace_rows(data_path))
+    if not real:
+        raise ConfigError("trace-data", "no completed rows with first/last chunk times")
+    if windows < 1:
+        raise ConfigError("windows", f"must be >= 1, got {windows}")
+    order = sorted(real, key=lambda i: (real[i][0], i))
+    keep = {f"request_{i}" for i in real}
+    base = trace_options(header, opts)
+    build_config(base, replay=True)  # bad options fail before the first simulation
+
+    def sim(coeffs: dict) -> list[dict]:
+        cfg = build_config(dict(base, alpha_coeffs=coeffs["alpha"], beta_coeffs=coeffs["beta"]),
+                           replay=True)
+        _, reqs = load_trace(header_path, data_path, seed=cfg.seed)
+        reqs = [r for r in reqs if r.id in keep]
+        t0 = reqs[0].arrival_time
+        for r in reqs:
+            r.arrival_time -= t0
+        res = run_simulation(cfg, requests=reqs, keep_requests=True)
+        rows = trace_rows_from_requests(res.sim.arrived)
+        for r, row in zip(res.sim.arrived, rows):
+            row["request_id"] = int(r.id.rsplit("_", 1)[1])
+        return trace_windows(trace_samples(rows), order, windows)
+
+    return sim, trace_windows(real, order, windows)

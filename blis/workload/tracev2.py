@@ -218,8 +218,9 @@ def parse_trace_header(data: Any, field_name: str = "trace-header") -> dict:
         raise ConfigError("trace_version", f"must be <= {TRACE_VERSION} (this reader's version), "
                                            f"got {out['trace_version']}")
     out["time_unit"] = m.text("time_unit")
-    if out["time_unit"] not in ("", "microseconds"):
-        raise ConfigError("time_unit", f"only 'microseconds' is supported, got {out['time_unit']!r}")
+    if out["time_unit"] not in ("", "microseconds", "us"):  # real traces write "us"
+        raise ConfigError("time_unit", f"only 'microseconds' (or 'us') is supported, "
+                                       f"got {out['time_unit']!r}")
     created = data.get("created_at")
     out["created_at"] = "" if created is None else str(created)
     out["mode"] = m.text("mode")
