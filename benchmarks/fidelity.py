@@ -20,9 +20,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blis.calibrate import (METRICS, coeffs_at, default_coeffs,  # noqa: E402
-                            experiment_options, experiment_target, jacobian, linearised_fit,
-                            load_experiment, pct_err, simulate_stages, stage_residuals)
+from blis.calibration.fit import (  # noqa: E402
+    METRICS,
+    coeffs_at,
+    default_coeffs,
+    experiment_options,
+    experiment_target,
+    jacobian,
+    linearised_fit,
+    load_experiment,
+    pct_err,
+    simulate_stages,
+    stage_residuals,
+)
 
 DEFAULT_DATA = "/work/shared/data/real/experiments"
 

@@ -12,8 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from blis.errors import ConfigError
 from blis.config.options import ALIASES, DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, flag
+from blis.errors import ConfigError
+
 
 class _Parser(argparse.ArgumentParser):
     """No prefix abbreviations (``--num-request`` is not ``--num-requests``); errors are one
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     if register is not None:
         register(sub)
     from blis.calibration.cli import register as register_calibrate
-    register_calibrate(sub)
+    register_calibrate(sub, _add_sim_flags)
     return parser
 
 

@@ -111,7 +111,7 @@ def test_calibrate_recovers_known_coefficients():
 def test_fixed_jacobian_fit_agrees_with_plain_fit():
     """The chord method (one Jacobian at the start, used by the leave-one-out benchmark) lands
     on the coefficients the plain finite-difference fit finds."""
-    from blis.calibrate import calibrate, default_coeffs, jacobian, simulate_stages, stage_simulator
+    from blis.calibration.fit import calibrate, default_coeffs, jacobian, simulate_stages, stage_simulator
 
     true = default_coeffs()
     true["alpha"][0] *= 0.7
@@ -130,7 +130,7 @@ def test_fixed_jacobian_fit_agrees_with_plain_fit():
 
 
 def test_linearised_fit_solves_the_linear_model_and_resists_an_outlier():
-    from blis.calibrate import linearised_fit
+    from blis.calibration.fit import linearised_fit
 
     rng = np.random.default_rng(3)
     jac = rng.normal(size=(30, 3))
@@ -147,8 +147,9 @@ def test_linearised_fit_solves_the_linear_model_and_resists_an_outlier():
 
 
 def test_coefficients_file_is_accepted_by_run_options(tmp_path):
-    from blis.calibration.fit import default_coeffs, write_coeffs
+    from blis.calibration.fit import default_coeffs
     from blis.config.options import build_config
+    from blis.latency.coefficients import write_coeffs
 
     c = default_coeffs()
     c["alpha"][0] = 1234.0
@@ -180,7 +181,7 @@ def test_convert_and_calibrate_commands(tmp_path, capsys):
 def _sim_trace(tmp_path, coeffs, name="t"):
     """A TraceV2 trace of a small run with ``coeffs``, as `blis run --trace-output` writes it,
     marked ``mode: real`` (what a load generator would have recorded)."""
-    from blis.options import build_config
+    from blis.config.options import build_config
     from blis.simulation import run_simulation
     from blis.workload.tracev2 import trace_header_for_run, trace_rows_from_requests, write_trace
 
@@ -191,7 +192,7 @@ def _sim_trace(tmp_path, coeffs, name="t"):
 
 
 def test_calibrate_from_trace_recovers_known_coefficients(tmp_path):
-    from blis.calibrate import calibrate, default_coeffs, trace_target
+    from blis.calibration.fit import calibrate, default_coeffs, trace_target
 
     true = default_coeffs()
     true["alpha"][0] *= 1.3
@@ -209,7 +210,7 @@ def test_calibrate_from_trace_recovers_known_coefficients(tmp_path):
 
 
 def test_trace_samples_use_send_and_chunk_times():
-    from blis.calibrate import trace_samples, trace_windows
+    from blis.calibration.fit import trace_samples, trace_windows
 
     row = {"status": "ok", "send_time_us": 1_000_000, "arrival_time_us": 5,
            "first_chunk_time_us": 1_250_000, "last_chunk_time_us": 2_250_000, "output_tokens": 101}
@@ -223,7 +224,7 @@ def test_trace_samples_use_send_and_chunk_times():
 
 
 def test_calibrate_trace_command_errors(tmp_path, capsys):
-    from blis.calibrate import default_coeffs
+    from blis.calibration.fit import default_coeffs
     from blis.cli import main
 
     header, data = _sim_trace(tmp_path, default_coeffs())

@@ -9,9 +9,9 @@ import yaml
 
 def _start_coeffs(opts: dict) -> dict:
     """Where the fit starts: the coefficients the options name, else the defaults."""
-    from blis.calibrate import default_coeffs
+    from blis.calibration.fit import default_coeffs
+    from blis.config.options import build_config
     from blis.errors import ConfigError
-    from blis.options import build_config
 
     if opts.get("latency_model", "trained-physics") != "trained-physics":
         raise ConfigError("latency-model", "calibrate fits trained-physics coefficients only")
@@ -29,12 +29,12 @@ def _start_coeffs(opts: dict) -> dict:
 
 
 def _cmd_calibrate(ns) -> int:
-    from blis.calibrate import (calibrate, experiment_options, experiment_target, load_experiment,
-                                trace_target, write_coeffs)
-    from blis.cli import _sim_options
+    from blis.calibration.fit import calibrate, experiment_options, experiment_target, load_experiment, trace_target
+    from blis.config.options import OPTIONS
     from blis.errors import ConfigError
+    from blis.latency.coefficients import write_coeffs
 
-    opts = _sim_options(ns)
+    opts = {k: v for k, v in vars(ns).items() if k in OPTIONS}
     trace = ns.trace_header or ns.trace_data
     if trace and ns.experiment:
         raise ConfigError("experiment", "give either --experiment DIRs or a trace, not both")
@@ -81,9 +81,8 @@ def _cmd_convert(ns) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    from blis.cli import _add_sim_flags
-
+def register(subparsers, add_sim_flags) -> None:
+    """Add ``calibrate`` and ``convert``; ``add_sim_flags`` is the CLI's own simulator-flag adder."""
     c = subparsers.add_parser(
         "calibrate", help="fit trained-physics coefficients to measurements",
         description="Fit trained-physics coefficients to per-stage measurements (--experiment) "
@@ -100,7 +99,7 @@ def register(subparsers) -> None:
     c.add_argument("--max-evals", type=int, default=30, help="least-squares evaluation budget")
     c.add_argument("--max-stage-s", type=float, default=0.0,
                    help="shorten each stage to this many seconds (faster, approximate)")
-    _add_sim_flags(c, outputs=False)
+    add_sim_flags(c, outputs=False)
     c.set_defaults(func=_cmd_calibrate)
     conv = subparsers.add_parser("convert", help="convert a workload description to a v2 spec")
     csub = conv.add_subparsers(dest="source")

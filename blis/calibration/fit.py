@@ -311,25 +311,6 @@ def calibrate(targets: list, base: dict | None = None, params=FIT_PARAMS,
                _median_errors(r1, metrics))
 
 
-def write_coeffs(path: str, coeffs: dict, meta: dict | None = None) -> None:
-    doc = {"latency_model": "trained-physics", "alpha_coeffs": coeffs["alpha"],
-           "beta_coeffs": coeffs["beta"]}
-    if meta:
-        doc["fitted_on"] = meta
-    Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def read_coeffs(path: str) -> dict:
-    """A coefficients file written by ``blis calibrate`` → {"alpha": [...], "beta": [...]}."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError("coefficients", f"{path}: {e}") from None
-    if not isinstance(doc, dict) or "alpha_coeffs" not in doc or "beta_coeffs" not in doc:
-        raise ConfigError("coefficients", f"{path}: needs alpha_coeffs and beta_coeffs")
-    return {"alpha": list(doc["alpha_coeffs"]), "beta": list(doc["beta_coeffs"])}
-
-
 # ---------------------------------------------------------------------------------------------
 # Calibration from a per-request TraceV2 trace (``mode: real``)
 # ---------------------------------------------------------------------------------------------
@@ -394,11 +375,10 @@ def trace_target(header_path: str, data_path: str, opts: dict, windows: int = 10
     into trace rows exactly as ``--trace-output`` writes them, then both sides go through
     ``trace_samples`` / ``trace_windows``: one definition of each metric.
     """
-    from blis.options import build_config
+    from blis.config.options import build_config
     from blis.simulation import run_simulation
     from blis.workload.spec import load_yaml
-    from blis.workload.tracev2 import (load_trace, parse_trace_header, read_trace_rows,
-                                       trace_rows_from_requests)
+    from blis.workload.tracev2 import load_trace, parse_trace_header, read_trace_rows, trace_rows_from_requests
 
     header = parse_trace_header(load_yaml(header_path, "trace-header"))
     real = trace_samples(read_trace_rows(data_path))

@@ -651,7 +651,7 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
 
     opts = normalize(options)
     if opts.get("coefficients"):  # a `blis calibrate` output file supplies both vectors
-        from blis.calibration.fit import read_coeffs
+        from blis.latency.coefficients import read_coeffs
         fitted = read_coeffs(opts["coefficients"])
         opts.setdefault("alpha_coeffs", fitted["alpha"])
         opts.setdefault("beta_coeffs", fitted["beta"])
