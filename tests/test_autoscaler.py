@@ -7,6 +7,7 @@ import heapq
 
 import numpy as np
 import pytest
+from conftest import MODEL
 from conservation import check_conservation
 
 from blis.config.options import build_config
@@ -14,8 +15,6 @@ from blis.errors import ConfigError
 from blis.fleet.lifecycle import ACTIVE, WARMING_UP
 from blis.fleet.node_pools import NODE_TERMINATED
 from blis.simulation import run_simulation
-
-MODEL = "qwen/qwen2.5-7b-instruct"
 
 BUNDLE = {
     "node_pools": [{"name": "h100", "gpu_type": "H100", "gpus_per_node": 2, "gpu_memory_gib": 80,

@@ -5,10 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import MODEL
 
 from blis.cli import main
-
-MODEL = "qwen/qwen2.5-7b-instruct"
 
 
 def run_cli(capsys, *args):

@@ -10,13 +10,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import MODEL
 
 from blis.config.options import build_config
 from blis.simulation import run_simulation
 from blis.workload import generate_requests
 from blis.workload.tracev2 import trace_rows_from_requests
-
-MODEL = "qwen/qwen2.5-7b-instruct"
 
 
 def random_options(seed: int) -> dict:

@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from conftest import MODEL
 
 from blis.cli import main
 from blis.config.options import build_config
 from blis.simulation import run_simulation
 
-MODEL = "qwen/qwen2.5-7b-instruct"
 SMALL = ["--model", MODEL, "--num-requests", "40", "--rate", "200", "--seed", "3",
          "--prompt-tokens", "300", "--output-tokens", "60"]
 

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import MODEL
 
 from blis.config.options import build_config
 from blis.engine.instance import Instance
 from blis.request import COMPLETED, QUEUED, RUNNING, TIMED_OUT
 from blis.simulation import run_simulation
-
-MODEL = "qwen/qwen2.5-7b-instruct"
 
 
 def random_options(seed: int) -> dict:

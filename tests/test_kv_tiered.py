@@ -2,14 +2,13 @@
 and their step-time penalty, block conservation, and the CLI/config surface."""
 
 import pytest
+from conftest import MODEL
 
 from blis.config.options import build_config
 from blis.engine.kv_tiered import TieredKVCache
 from blis.errors import ConfigError
 from blis.request import Request
 from blis.simulation import run_simulation
-
-MODEL = "qwen/qwen2.5-7b-instruct"
 
 
 def req(rid, tokens, out=4):

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import MODEL
 
 from blis.config.options import build_config
 from blis.simulation import run_simulation
 from blis.workload import generate_requests
-
-MODEL = "qwen/qwen2.5-7b-instruct"
 
 
 def _workload(seed: int):

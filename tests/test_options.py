@@ -10,7 +10,7 @@ from blis.config.options import DECLARATIONS, OPTIONS, OUTPUT_DECLARATIONS, buil
 from blis.errors import ConfigError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MODEL = "qwen/qwen2.5-7b-instruct"
+from conftest import MODEL
 
 
 def test_readme_flag_table_is_generated_from_the_declarations():

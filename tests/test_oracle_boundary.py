@@ -5,12 +5,12 @@ output tokens): those are known only to the engine once the tokens are generated
 """
 
 import pytest
+from conftest import MODEL
 
 import blis.cluster.simulator as cluster_mod
 from blis.config.options import build_config
 from blis.simulation import run_simulation
 
-MODEL = "qwen/qwen2.5-7b-instruct"
 FORBIDDEN = frozenset({"output_len", "_output_tokens", "output_tokens"})
 
 

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import MODEL
 from conservation import check_conservation
 
 from blis.cli import main
@@ -16,7 +17,6 @@ from blis.fleet.pd import ROLE_DECODE, ROLE_PREFILL, ROLE_SHARED, PrefixThreshol
 from blis.request import COMPLETED, Request
 from blis.simulation import run_simulation
 
-MODEL = "qwen/qwen2.5-7b-instruct"
 UNBOUNDED = (1 << 63) - 1
 
 
