@@ -2,23 +2,25 @@
 
 import numpy as np
 
-from blis.engine.batch_formation import BatchFormer
+from blis.engine.batch_formation import BatchContext, BatchFormer
 from blis.engine.kv_cache import KVCache
 from blis.request import QUEUED, RUNNING, Request
 
 
 class Inst:
+    """The state an instance hands batch formation, without the instance."""
+
     def __init__(self, blocks=1000, bs=16, max_seqs=256, budget=2048, thr=0, mml=0, policy="fcfs"):
         self.kv = KVCache(blocks, bs)
         self.running, self.wait_q = [], []
         self.max_num_seqs, self.max_num_batched_tokens = max_seqs, budget
         self.long_prefill_threshold, self.max_model_len = thr, mml
         self.preemption_policy, self.step_count = policy, 1
-        self.former = BatchFormer(self)
+        self.former = BatchFormer(max_seqs, mml, thr, policy)
 
     def form(self):
-        self.former.form()
-        return self.former
+        return self.former.form(BatchContext(self.running, self.wait_q, self.kv, self.step_count,
+                                             self.max_num_batched_tokens))
 
 
 _seq = iter(range(10**6))
@@ -95,8 +97,8 @@ def test_fcfs_preemption_evicts_tail_and_requeues_at_front():
     assert inst.kv.free_block_count == 0
     b.itl = [5, 5]
     b.ttft_set = True
-    former = inst.form()  # a's decode needs a new block: b (the tail) is preempted
-    assert former.preempted == 1
+    res = inst.form()  # a's decode needs a new block: b (the tail) is preempted
+    assert res.preempted == 1
     assert inst.running == [a] and a.num_new_tokens == 1
     assert inst.wait_q[0] is b
     assert b.state == QUEUED and b.progress_index == 0 and b.itl == [] and not b.ttft_set
@@ -120,13 +122,13 @@ def test_priority_preemption_evicts_least_urgent_with_index_compensation():
     mid = mk(4, n_out=8, priority=1)
     run_prefill(inst, lazy, urgent, mid)
     assert inst.running == [lazy, urgent, mid] and inst.kv.free_block_count == 1
-    former = inst.form()
+    res = inst.form()
     # lazy took the last free block, then urgent evicted it (an entry *before* the cursor)
-    assert former.preempted == 1 and inst.wait_q[0] is lazy
+    assert res.preempted == 1 and inst.wait_q[0] is lazy
     assert inst.running == [urgent, mid]
     # INV-12: the request after the evicted one still got its decode token
     assert urgent.num_new_tokens == 1 and mid.num_new_tokens == 1
-    assert former.budget == 2048 - 2
+    assert res.budget_left == 2048 - 2
     assert inst.kv.check_conservation()
 
 

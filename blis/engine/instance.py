@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from blis.engine.batch_formation import BatchFormer
+from blis.engine.batch_formation import BatchContext, BatchFormer
 from blis.engine.kv_cache import KVCache
 from blis.events import EV_QUEUED, EV_STEP, EV_TIMEOUT
 from blis.request import COMPLETED, RUNNING, TIMED_OUT
@@ -139,7 +139,8 @@ class Instance:
         self.clock = 0
         self.last_event_time = 0
         self.stats = InstanceStats()
-        self.former = BatchFormer(self)
+        self.former = BatchFormer(self.max_num_seqs, self.max_model_len, self.long_prefill_threshold,
+                                  preemption_policy)
         self.output_token_time = self.latency.output_token_processing_time()
         self.post_decode_overhead = self.latency.post_decode_fixed_overhead()
         self.lazy_time = None if reference else self.latency.step_time_with_decodes
@@ -203,11 +204,11 @@ class Instance:
             return
         self._join_wait_queue(req, t)
 
-    def _note_scheduled(self, now: int) -> None:
+    def _note_scheduled(self, now: int, newly_scheduled: list) -> None:
         """Stamp the requests this step admitted and sample the wait-queue length (HOL metric)."""
         stats = self.stats
         sched_delay = stats.sched_delay
-        for r in self.former.newly_scheduled:
+        for r in newly_scheduled:
             r.schedule_time = now
             sched_delay[r.id] = now - r.arrival_time
         stats.queue_len_sum += len(self.wait_q)
@@ -375,11 +376,11 @@ class Instance:
             return
         self.step_count += 1
         self.scheduler.order(self.wait_q)
-        former = self.former
-        former.form()
+        res = self.former.form(BatchContext(running, self.wait_q, self.kv, self.step_count,
+                                            self.max_num_batched_tokens))
         stats = self.stats
-        stats.preemptions += former.preempted
-        self._note_scheduled(now)
+        stats.preemptions += res.preempted
+        self._note_scheduled(now, res.newly_scheduled)
 
         batch = [r for r in running if r.num_new_tokens > 0]
         delta = self.latency.step_time(batch)
@@ -480,13 +481,10 @@ class Instance:
                         lst.append(e)
                 else:
                     r.kv_step = -1
-        former = self.former
-        former.budget = self.max_num_batched_tokens - n
-        former.preempted = 0
-        former.newly_scheduled = []
-        former.admit()
+        res = self.former.admit(BatchContext(self.running, self.wait_q, self.kv, self.step_count,
+                                             self.max_num_batched_tokens - n))
         stats = self.stats
-        self._note_scheduled(now)
+        self._note_scheduled(now, res.newly_scheduled)
 
         new = running[n:]
         delta = self.lazy_time([r for r in new if r.num_new_tokens > 0], n, self.ctx_lazy)
