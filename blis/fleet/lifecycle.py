@@ -96,8 +96,8 @@ class Fleet:
         self.warm_left.append(self.lc.warm_up_request_count)
         self.alive += 1
         self.peak_instances = max(self.peak_instances, self.alive)
-        if self.lc.drain_policy == "IMMEDIATE" and hasattr(inst, "lazy_time"):
-            inst.lazy_time = None  # dropping a running batch needs the step-by-step engine path
+        if self.lc.drain_policy == "IMMEDIATE":
+            inst.disable_lazy_decoding()
 
     def _add(self, gpu: str, tp: int, t: int, warm: bool = False) -> None:
         """Place a new instance now, or leave it pending on a node being provisioned."""
