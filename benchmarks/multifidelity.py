@@ -18,7 +18,6 @@ time, so other load on the machine does not enter them.
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from optuna.trial import TrialState  # noqa: E402
 
 from search.reevaluate import pool  # noqa: E402
+from search.space import configurations  # noqa: E402
 from search.study_file import load_study, parse_study  # noqa: E402
 
 REF = 1.1
@@ -39,12 +39,8 @@ REF = 1.1
 
 def _vectors(trials, spec) -> list[list[float]]:
     """Feasible full-fidelity results as minimisation vectors."""
-    signs = [1.0 if d == "minimize" else -1.0 for d in spec.directions]
-    out = []
-    for t in trials:
-        if all(c <= 0 for c in (t.system_attrs.get("constraints") or [])):
-            out.append([s * v for s, v in zip(signs, t.values)])
-    return out
+    return [spec.minimised(t.values) for t in trials
+            if all(c <= 0 for c in (t.system_attrs.get("constraints") or []))]
 
 
 def hypervolume(points: list[list[float]], lo: list[float], hi: list[float]) -> float:
@@ -65,14 +61,10 @@ def exhaustive(spec, workers: int) -> tuple[list[list[float]], float]:
     """Every configuration at full fidelity: (feasible vectors, CPU seconds)."""
     from multiprocessing import Pool
 
-    grid = []
-    names = [p.name for p in spec.parameters]
-    for combo in itertools.product(*(p.choices if p.kind == "categorical" else range(int(p.low), int(p.high) + 1) for p in spec.parameters)):
-        grid.append(dict(zip(names, combo)))
+    grid = list(configurations(spec.parameters))
     with Pool(workers) as pool_:
         results = pool_.map(_evaluate, [(spec.to_dict(), params) for params in grid])
-    signs = [1.0 if d == "minimize" else -1.0 for d in spec.directions]
-    vectors = [[s * v for s, v in zip(signs, e.values)] for e in results
+    vectors = [spec.minimised(e.values) for e in results
                if e is not None and all(c <= 0 for c in e.constraints.values())]
     return vectors, sum(e.cpu_seconds for e in results if e is not None)
 

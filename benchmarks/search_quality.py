@@ -36,7 +36,7 @@ from optuna._hypervolume import compute_hypervolume  # noqa: E402
 
 from blis.errors import ConfigError  # noqa: E402
 from search.samplers import SAMPLERS, Space, make_sampler, parse_sampler, resolve_auto  # noqa: E402
-from search.space import configurations, space_size, suggest  # noqa: E402
+from search.space import configurations, params_key, space_size, suggest  # noqa: E402
 from search.study_file import load_study  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,18 +66,18 @@ class Evaluator:
     """One simulation per distinct configuration; (values as minimisation, feasible, CPU s) or None."""
 
     def __init__(self, spec):
+        self.spec = spec
         self.objective = spec.objective()
-        self.signs = [1.0 if d == "minimize" else -1.0 for d in spec.directions]
         self.cache: dict[str, tuple | None] = {}
         self.cpu: dict[str, float] = {}
 
     def __call__(self, params: dict):
-        key = json.dumps(params, sort_keys=True, default=str)
+        key = params_key(params)
         if key not in self.cache:
             start = time.process_time()
             try:
                 e = self.objective.evaluate(params)
-                values = [s * v for s, v in zip(self.signs, e.values)]
+                values = self.spec.minimised(e.values)
                 ok = all(math.isfinite(v) for v in values)
                 self.cache[key] = (e.values, values, all(v <= 0 for v in e.constraints.values()) and ok,
                                    list(e.constraints.values()))

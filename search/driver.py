@@ -17,7 +17,6 @@ robust re-evaluations (``robust_of``/``robust_seed``) as further trials, also fr
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -39,11 +38,10 @@ from search.reevaluate import post_search
 from search.run_dir import default_out_dir, write_meta
 from search.samplers import make_sampler
 from search.shared import SharedStudy, fail_stale_trials
-from search.shared import params_key as _params_key
-from search.space import space_size, suggest
+from search.space import params_key, space_size, suggest
 from search.storage import HEARTBEAT_S, driver_locks, open_storage, quiet_optuna, resolve_storage, space_errors
 from search.study_file import StudySpec
-from search.workers import Deadlines, SystemFault, TrialError, fetch, probe_ray_address, remote_evaluate, start_ray
+from search.workers import Deadlines, SystemFault, TrialError, probe_ray_address, recorded, remote_evaluate, settled, start_ray
 
 __all__ = ["run_search", "is_interrupted", "counts_toward_budget", "Interrupted"]
 
@@ -223,7 +221,7 @@ class _Loop:
         trials = study.get_trials(deepcopy=False)
         #: params key -> (trial number, completed?) of evaluated trials: the simulator is
         #: deterministic, so a failure is as final as a result, except for a retried baseline
-        self.finished = {_params_key(t.params): (t.number, t.state == TrialState.COMPLETE) for t in trials
+        self.finished = {params_key(t.params): (t.number, t.state == TrialState.COMPLETE) for t in trials
                          if not is_duplicate(t) and not is_extra(t) and (t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not is_interrupted(t)))}
         self.done = sum(counts_toward_budget(t) for t in trials)
         self.tally = Tally.of(study)
@@ -276,7 +274,7 @@ class _Loop:
                 self.study.tell(trial, state=TrialState.PRUNED)
                 break
             params = suggest(trial, self.spec.parameters)
-            key = _params_key(params)
+            key = params_key(params)
             twin, completed = self.finished.get(key, (self.running.get(key), True))
             if twin is None and self.shared is not None:
                 twin, completed = self.shared.twin(trial.number, key)
@@ -293,7 +291,7 @@ class _Loop:
     def _submit(self, trial, params: dict, retried: str | None) -> None:
         ref = self.evaluate.remote(self.objective_ref, params, self.timeout)
         self.inflight[ref] = (trial, params, retried)
-        self.running[_params_key(params)] = trial.number
+        self.running[params_key(params)] = trial.number
         self.deadlines.add(ref)
 
     def _collect(self) -> None:
@@ -301,16 +299,11 @@ class _Loop:
             self.shared.beat(trial for trial, _, _ in self.inflight.values())
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=self.deadlines.wait_s(_POLL_S))
         for ref in list(self.inflight):
-            node = None
-            if ref in ready:
-                outcome, node = fetch(ref)
-            elif self.deadlines.expired(ref):
-                self.ray.cancel(ref, force=True)
-                outcome = TrialError(f"timed out after {self.timeout:g} s (the worker stopped answering and was cancelled)")
-            else:
+            answer = settled(ref, ready, self.deadlines, self.timeout)
+            if answer is None:
                 continue
+            outcome, node = answer
             trial, params, retried = self.inflight.pop(ref)
-            self.deadlines.drop(ref)
             if isinstance(outcome, SystemFault):
                 if retried is None:
                     # A dead or OOM-killed worker says nothing about the parameters: try once more.
@@ -318,7 +311,7 @@ class _Loop:
                     self._submit(trial, params, outcome.message)
                     continue
                 outcome = TrialError(f"{outcome.message} (also on retry)")
-            key = _params_key(params)
+            key = params_key(params)
             del self.running[key]
             if node is not None:
                 trial.set_user_attr("node", node)
@@ -350,18 +343,15 @@ class _Loop:
 
 def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome) -> bool:
     """Record a finished trial; True when it completed."""
-    if not isinstance(outcome, TrialError) and any(math.isnan(v) for v in outcome.values):
-        outcome = TrialError(f"objective value is NaN: {outcome.values}")
-    if isinstance(outcome, TrialError):
-        trial.set_user_attr("error", outcome.message)
+    outcome, attrs = recorded(outcome)
+    failed = isinstance(outcome, TrialError)
+    if not failed:
+        _store_constraints(trial, list(outcome.constraints.values()))
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    if failed:
         study.tell(trial, state=TrialState.FAIL)
         return False
-    _store_constraints(trial, list(outcome.constraints.values()))
-    trial.set_user_attr("metrics", outcome.metrics)
-    if outcome.spread:
-        trial.set_user_attr("spread", outcome.spread)
-    trial.set_user_attr("seconds", round(outcome.seconds, 3))
-    trial.set_user_attr("cpu_seconds", round(outcome.cpu_seconds, 3))
     study.tell(trial, outcome.values)
     return True
 

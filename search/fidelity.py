@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 
 from objectives.objective import Objective
-from search.progress import dominates
+from search.progress import nondominated_ranks
 
 
 @dataclass
@@ -50,19 +50,6 @@ def screening_objective(spec, simulate=None) -> Objective:
 def full_objective(spec, simulate=None) -> Objective:
     objective = spec.objective(simulate)
     return at_level(objective, spec.fidelity.levels[-1]) if spec.fidelity else objective
-
-
-def nondominated_ranks(points: list[list[float]]) -> list[int]:
-    """Rank 0 = not dominated, 1 = dominated only by rank 0, ... (minimisation vectors)."""
-    ranks = [-1] * len(points)
-    left, rank = list(range(len(points))), 0
-    while left:
-        front = [i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)]
-        for i in front:
-            ranks[i] = rank
-        left = [i for i in left if ranks[i] < 0]
-        rank += 1
-    return ranks
 
 
 def crowding(points: list[list[float]]) -> list[float]:

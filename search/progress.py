@@ -40,6 +40,19 @@ def dominates(a: list[float], b: list[float]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
+def nondominated_ranks(points: list[list[float]]) -> list[int]:
+    """Rank 0 = not dominated, 1 = dominated only by rank 0, ... (minimisation vectors)."""
+    ranks = [-1] * len(points)
+    left, rank = list(range(len(points))), 0
+    while left:
+        front = [i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)]
+        for i in front:
+            ranks[i] = rank
+        left = [i for i in left if ranks[i] < 0]
+        rank += 1
+    return ranks
+
+
 @dataclass
 class Tally:
     """Counts and the feasible front, updated as trials finish."""

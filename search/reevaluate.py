@@ -11,7 +11,6 @@ fault) and cost no budget (``search.progress.is_extra``).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import dataclass
 
@@ -20,7 +19,8 @@ from optuna.trial import TrialState, create_trial
 
 from search import fidelity, robust
 from search.progress import dominates, is_duplicate, is_extra
-from search.workers import Deadlines, SystemFault, TrialError, fetch, remote_evaluate
+from search.space import params_key
+from search.workers import Deadlines, SystemFault, TrialError, recorded, remote_evaluate, settled
 
 _POLL_S = 0.5
 
@@ -37,10 +37,6 @@ def _key(attrs: dict) -> str:
     return json.dumps(attrs, sort_keys=True)
 
 
-def _signs(spec) -> list[float]:
-    return [1.0 if d == "minimize" else -1.0 for d in spec.directions]
-
-
 def _violation(t) -> float:
     return sum(max(0.0, c) for c in (t.system_attrs.get("constraints") or []))
 
@@ -50,7 +46,7 @@ def search_trials(trials) -> list:
     seen, out = set(), []
     for t in trials:
         if t.state == TrialState.COMPLETE and not is_duplicate(t) and not is_extra(t):
-            key = json.dumps(t.params, sort_keys=True, default=str)
+            key = params_key(t.params)
             if key not in seen:
                 seen.add(key)
                 out.append(t)
@@ -81,8 +77,7 @@ def origin(t) -> int:
 def promotion_jobs(trials, spec, level: int, simulate) -> list[Job]:
     """Jobs promoting the best share of level ``level - 1`` (and the baseline) to ``level``."""
     below = level_trials(trials, spec, level - 1)
-    signs = _signs(spec)
-    chosen = fidelity.promote([[s * v for s, v in zip(signs, t.values)] for t in below],
+    chosen = fidelity.promote([spec.minimised(t.values) for t in below],
                               [_violation(t) for t in below], spec.fidelity.share_at(level - 1))
     picked = [below[i] for i in chosen] + [t for t in below if t.user_attrs.get("baseline")]
     objective = fidelity.at_level(spec.objective(simulate), spec.fidelity.levels[level])
@@ -101,9 +96,8 @@ def promotion_jobs(trials, spec, level: int, simulate) -> list[Job]:
 def robust_candidates(trials, spec, cap: int | None) -> list:
     """The baseline, then the feasible front of the pool in promotion order, ``cap`` in all."""
     candidates = pool(trials, spec)
-    signs = _signs(spec)
     feasible = [t for t in candidates if _violation(t) <= 0]
-    points = {t.number: [s * v for s, v in zip(signs, t.values)] for t in feasible}
+    points = {t.number: spec.minimised(t.values) for t in feasible}
     front = [t for t in feasible if not any(dominates(w, points[t.number]) for w in points.values())]
     order = fidelity.promotion_order([points[t.number] for t in front], [0.0] * len(front))
     picked = [t for t in candidates if t.user_attrs.get("baseline")][:1]
@@ -172,16 +166,11 @@ def run_jobs(study: optuna.Study, jobs: list[Job], workers: int, timeout, caught
                 submit(pending.pop(0), False)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=deadlines.wait_s(_POLL_S))
             for ref in list(inflight):
-                node = None
-                if ref in ready:
-                    outcome, node = fetch(ref)
-                elif deadlines.expired(ref):
-                    ray.cancel(ref, force=True)
-                    outcome = TrialError(f"timed out after {timeout:g} s (the worker stopped answering and was cancelled)")
-                else:
+                answer = settled(ref, ready, deadlines, timeout)
+                if answer is None:
                     continue
+                outcome, node = answer
                 job, retried = inflight.pop(ref)
-                deadlines.drop(ref)
                 if isinstance(outcome, SystemFault):
                     if not retried:
                         submit(job, True)
@@ -207,18 +196,14 @@ def _ident(attrs: dict) -> dict:
 
 
 def _store(study: optuna.Study, job: Job, outcome, node: str | None) -> None:
-    if not isinstance(outcome, TrialError) and any(math.isnan(v) for v in outcome.values):
-        outcome = TrialError(f"objective value is NaN: {outcome.values}")
+    outcome, attrs = recorded(outcome)
     common = dict(params=job.params, distributions=job.distributions)
     if isinstance(outcome, TrialError):
-        trial = create_trial(state=TrialState.FAIL, user_attrs={**job.attrs, "error": outcome.message}, **common)
+        trial = create_trial(state=TrialState.FAIL, user_attrs={**job.attrs, **attrs}, **common)
     else:
-        attrs = {**job.attrs, "metrics": outcome.metrics, "seconds": round(outcome.seconds, 3),
-                 "cpu_seconds": round(outcome.cpu_seconds, 3)}
+        attrs = {**job.attrs, **attrs}
         if node is not None:
             attrs["node"] = node
-        if outcome.spread:
-            attrs["spread"] = outcome.spread
         constraints = list(outcome.constraints.values())
         trial = create_trial(values=outcome.values, user_attrs=attrs,
                              system_attrs={"constraints": constraints} if constraints else None, **common)

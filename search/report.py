@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from search import robust, tradeoffs
 from search.fidelity import full_objective
-from search.progress import dominates, is_interrupted
+from search.progress import is_interrupted, nondominated_ranks
 from search.run_dir import load_run
 from search.study_file import StudySpec
 
@@ -44,14 +44,7 @@ def _finite(x) -> float | None:
 
 def pareto_ranks(points: dict[int, list[float]]) -> dict[int, int]:
     """Non-dominated sorting of minimisation vectors: 1 = the front, 2 = the front without it, ..."""
-    ranks, left, rank = {}, dict(points), 1
-    while left:
-        front = [k for k, v in left.items() if not any(dominates(w, v) for j, w in left.items() if j != k)]
-        for k in front:
-            ranks[k] = rank
-            del left[k]
-        rank += 1
-    return ranks
+    return {k: r + 1 for k, r in zip(points, nondominated_ranks(list(points.values())))}
 
 
 def blis_run_command(spec: StudySpec, params: dict, config_dir: Path) -> str:
@@ -101,7 +94,7 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
     stage, re-evaluated candidates carry their means (``<m>``), 95 % half-widths (``<m>:ci95``)
     and search values (``<m>:search``), rank among themselves, and every other pool trial ranks
     after them (its rank on search values plus the last robust rank)."""
-    names, signs = spec.metric_names, [1 if d == "minimize" else -1 for d in spec.directions]
+    names = spec.metric_names
     trials = study.get_trials(deepcopy=False)
     seeds, summaries = robust_summaries(study, spec, trials)
     pool = [t for t in trials if _in_pool(t, spec)]
@@ -109,7 +102,7 @@ def trial_table(study: optuna.Study, spec: StudySpec) -> pd.DataFrame:
     values = {t.number: (ok[t.number].means if t.number in ok else list(t.values)) for t in pool}
     violations = {t.number: (ok[t.number].violations if t.number in ok else list(t.constraints.values())) for t in pool}
     feasible = {n for n in values if all(c <= 0 for c in violations[n]) and not (n in summaries and summaries[n].failed)}
-    vec = {n: [s * v for s, v in zip(signs, values[n])] for n in feasible}
+    vec = {n: spec.minimised(values[n]) for n in feasible}
     ranks = pareto_ranks({n: vec[n] for n in feasible if n in ok})
     last = max(ranks.values(), default=0)
     ranks.update({n: r + last for n, r in pareto_ranks({n: vec[n] for n in feasible if n not in ok}).items()})

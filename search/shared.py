@@ -13,7 +13,6 @@ Drivers sharing a study see each other only through the storage, so each check h
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 
@@ -21,10 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.progress import counts_toward_budget, is_duplicate
-
-
-def params_key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
+from search.space import params_key
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

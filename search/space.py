@@ -6,6 +6,7 @@ parameter name, so a stored trial's params map straight back onto simulator opti
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -19,6 +20,11 @@ _KEYS = {
     "float": {"type", "low", "high", "step", "log", "when"},
     "categorical": {"type", "choices", "when"},
 }
+
+
+def params_key(params: dict) -> str:
+    """A configuration's identity: equal parameters, equal key (duplicates are found by it)."""
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)

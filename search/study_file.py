@@ -62,6 +62,11 @@ class StudySpec:
     def directions(self) -> list[str]:
         return [d for _, d in self.objectives]
 
+    def minimised(self, values) -> list[float]:
+        """Objective values as a minimisation vector (maximised objectives negated), the form
+        dominance, ranks and hypervolumes are computed on."""
+        return [v if d == "minimize" else -v for v, (_, d) in zip(values, self.objectives)]
+
     @property
     def metric_names(self) -> list[str]:
         return [ref.name for ref, _ in self.objectives]

@@ -9,6 +9,7 @@ a worker that no longer answers at all.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -139,6 +140,37 @@ def fetch(ref) -> tuple[object, str | None]:
     except Exception as e:  # worker crash, OOM kill, node death, ...
         text = str(e).strip()
         return SystemFault(f"{type(e).__name__}: {text.splitlines()[-1] if text else repr(e)}"), None
+
+
+def settled(ref, ready, deadlines: "Deadlines", timeout: float | None) -> tuple[object, str | None] | None:
+    """The outcome and node of an in-flight task that answered (in ``ready``) or outlived its
+    backstop (cancelled, a TrialError); None while it is still running."""
+    if ref in ready:
+        outcome = fetch(ref)
+    elif deadlines.expired(ref):
+        import ray
+
+        ray.cancel(ref, force=True)
+        outcome = TrialError(f"timed out after {timeout:g} s (the worker stopped answering and was cancelled)"), None
+    else:
+        return None
+    deadlines.drop(ref)
+    return outcome
+
+
+def recorded(outcome) -> tuple[object, dict]:
+    """What a finished evaluation stores: a NaN objective value makes it a TrialError; an
+    Evaluation gives its user attrs (metrics, spread, seconds, cpu_seconds)."""
+    if not isinstance(outcome, TrialError) and any(math.isnan(v) for v in outcome.values):
+        outcome = TrialError(f"objective value is NaN: {outcome.values}")
+    if isinstance(outcome, TrialError):
+        return outcome, {"error": outcome.message}
+    attrs = {"metrics": outcome.metrics}
+    if outcome.spread:
+        attrs["spread"] = outcome.spread
+    attrs["seconds"] = round(outcome.seconds, 3)
+    attrs["cpu_seconds"] = round(outcome.cpu_seconds, 3)
+    return outcome, attrs
 
 
 class Deadlines:

@@ -7,7 +7,8 @@ import search_fakes
 
 from blis.errors import ConfigError
 from search import fidelity, robust
-from search.fidelity import crowding, nondominated_ranks, promote, promotion_order
+from search.fidelity import crowding, promote, promotion_order
+from search.progress import nondominated_ranks
 from search.study_file import parse_study
 
 

@@ -8,7 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search.driver import recover
-from search.shared import SharedStudy, params_key
+from search.shared import SharedStudy
+from search.space import params_key
 from search.storage import _open_database
 
 
