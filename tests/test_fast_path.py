@@ -290,6 +290,31 @@ def test_regimes_really_happen(monkeypatch):
     assert seen["chunked_prefill"][2] >= 6, seen
 
 
+def test_preemption_runs_on_the_lazy_path(monkeypatch):
+    """The preemption regime's fcfs configurations evict inside lazy steps (``_evict_tail``),
+    so the differential test above covers that path, not only the reference step's."""
+    from blis.engine.fast_path import FastPath
+
+    monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)
+    evicted = []
+    plain = FastPath._evict_tail
+
+    def counting(self, r, step):
+        n = plain(self, r, step)
+        evicted.append(n)
+        return n
+
+    monkeypatch.setattr(FastPath, "_evict_tail", counting)
+    configs = 0
+    for seed in range(0, 60, 3):
+        opts = small_options(seed, "preemption")
+        if opts["preemption_policy"] == "fcfs":
+            before = len(evicted)
+            run_simulation(build_config(opts))
+            configs += len(evicted) > before
+    assert configs >= 4 and sum(evicted) >= 20, (configs, evicted)
+
+
 def test_random_configs_exercise_the_lazy_path(monkeypatch):
     """Guard against a differential test that silently compares reference with reference."""
     monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)

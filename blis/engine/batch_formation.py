@@ -171,12 +171,18 @@ class BatchFormer:
             if victim.num_new_tokens > 0:
                 res.budget_left += victim.num_new_tokens
                 victim.num_new_tokens = 0
-            victim.state = QUEUED
-            victim.progress_index = 0
-            victim.itl = []
-            victim.ttft_set = False
-            victim.computed_tokens = 0
-            kv.release(victim)
-            ctx.wait_q.insert(0, victim)
+            evict(victim, kv, ctx.wait_q)
             if victim is r:
                 return False, adj
+
+
+def evict(victim, kv, wait_q: list) -> None:
+    """Recompute preemption of ``victim`` (already out of the running batch): it loses all
+    progress and its KV blocks, and goes back to the front of the wait queue."""
+    victim.state = QUEUED
+    victim.progress_index = 0
+    victim.itl = []
+    victim.ttft_set = False
+    victim.computed_tokens = 0
+    kv.release(victim)
+    wait_q.insert(0, victim)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 
-from blis.engine.batch_formation import BatchContext
+from blis.engine.batch_formation import BatchContext, evict
 from blis.events import EV_STEP, EV_TIMEOUT
 from blis.request import COMPLETED, RUNNING, TIMED_OUT
 
@@ -194,11 +194,14 @@ class FastPath:
         step = self.step_count + 1
         kv = self.kv
         evs = self.kv_due.get(step)
+        preempted = 0
+        short = False  # fewer free blocks than this step opens: the batch tail is preempted
         if evs:
             opens = 0
             for _key, opens_block, _req in evs:
                 opens += opens_block
-            if opens > len(kv.free):
+            short = opens > len(kv.free)
+            if short and self.preemption_policy != "fcfs":
                 return False
             del self.kv_due[step]
         self.step_count = step
@@ -211,6 +214,13 @@ class FastPath:
             opens_next = kv.block_size == 1
             pop, fill = kv.decode_pop, kv.decode_fill
             for key, opens_block, r in evs:
+                if short:
+                    if r.state != RUNNING:  # evicted earlier in this step
+                        continue
+                    if opens_block and not kv.free:
+                        preempted += self._evict_tail(r, step)
+                        if r.state != RUNNING:
+                            break
                 if opens_block:
                     pop(r)
                     nxt = after_pop
@@ -228,10 +238,15 @@ class FastPath:
                         lst.append(e)
                 else:
                     r.kv_step = -1
-        res = self.former.admit(BatchContext(self.running, self.wait_q, self.kv, self.step_count,
-                                             self.max_num_batched_tokens - n))
         stats = self.stats
-        self._note_scheduled(now, res.newly_scheduled)
+        if preempted:
+            stats.preemptions += preempted
+            n = len(running)
+            self._note_scheduled(now, _NO_BATCH)
+        else:
+            res = self.former.admit(BatchContext(running, self.wait_q, kv, step,
+                                                 self.max_num_batched_tokens - n))
+            self._note_scheduled(now, res.newly_scheduled)
 
         new = running[n:]
         delta = self.lazy_time([r for r in new if r.num_new_tokens > 0], n, self.ctx_lazy)
@@ -273,6 +288,25 @@ class FastPath:
             self.step_pending = False
         return True
 
+    def _evict_tail(self, r, step: int) -> int:
+        """``r``'s next token needs a block and none is free: preempt the batch tail (the
+        ``fcfs`` policy's victim) until one is, as batch formation does (its victims have not
+        been served this step, and nothing after ``r`` is served once ``r`` itself goes);
+        returns the number of preemptions."""
+        running = self.running
+        kv = self.kv
+        n = 0
+        while not kv.free:
+            victim = running.pop()
+            n += 1
+            self._drop_due(victim)
+            self._unlazy(victim, step - 1)
+            victim.num_new_tokens = 0
+            evict(victim, kv, self.wait_q)
+            if victim is r:
+                break
+        return n
+
     def _can_lazify(self, r) -> bool:
         return (r.progress_index >= r.input_len and r.output_len > 0
                 and r.id in self.kv.request_blocks)
@@ -281,7 +315,7 @@ class FastPath:
         """After a reference step: go lazy if the whole batch is decoding and the lazy step is
         likely to apply (enough budget and free blocks), otherwise stay on the reference path."""
         running = self.running
-        if len(running) > self.max_num_batched_tokens or len(running) > len(self.kv.free):
+        if len(running) > self.max_num_batched_tokens:
             return
         for r in running:
             if not self._can_lazify(r):
