@@ -315,6 +315,28 @@ def test_preemption_runs_on_the_lazy_path(monkeypatch):
     assert configs >= 4 and sum(evicted) >= 20, (configs, evicted)
 
 
+def test_chunked_prefills_run_on_the_lazy_path(monkeypatch):
+    """The chunked-prefill regime's continuing prefills take their chunks inside lazy steps
+    (``_take_chunk``), next to lazy decoders, so the differential test covers that path."""
+    from blis.engine.fast_path import FastPath
+
+    monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)
+    chunks = []
+    plain = FastPath._take_chunk
+
+    def counting(self, r, c):
+        chunks.append(self.n_lazy)
+        plain(self, r, c)
+
+    monkeypatch.setattr(FastPath, "_take_chunk", counting)
+    configs = 0
+    for seed in range(0, 60, 3):
+        before = len(chunks)
+        run_simulation(build_config(small_options(seed, "chunked_prefill")))
+        configs += any(chunks[before:])  # beside at least one lazy decoder
+    assert configs >= 8 and len(chunks) >= 100, (configs, len(chunks))
+
+
 def test_random_configs_exercise_the_lazy_path(monkeypatch):
     """Guard against a differential test that silently compares reference with reference."""
     monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)

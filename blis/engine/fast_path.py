@@ -37,6 +37,10 @@ _NEVER = 1 << 62  # a step number no run reaches
 _NO_BATCH = ()  # a quiet step's newly scheduled batch
 
 
+def _first(entry):
+    return entry[0]
+
+
 def reference_steps_only() -> bool:
     """The switch for differential testing: every step on the reference path."""
     return os.environ.get("BLIS_REFERENCE_STEPS") == "1"
@@ -178,7 +182,7 @@ class FastPath:
         if self.lazy_time is not None:
             if self._lazy_step(now):
                 return
-            if self.n_lazy:
+            if self.n_lazy or self.prefilling:
                 self._unlazy_all()
         self._reference_step(now)
         if self.lazy_time is not None and self.running:
@@ -189,21 +193,34 @@ class FastPath:
         reproduced that way."""
         running = self.running
         n = len(running)
-        if self.n_lazy != n or n > self.max_num_batched_tokens or not (running or self.wait_q):
+        n_dec = self.n_lazy
+        pf = self.prefilling
+        if n_dec + len(pf) != n or n > self.max_num_batched_tokens or not (running or self.wait_q):
             return False
         step = self.step_count + 1
         kv = self.kv
         evs = self.kv_due.get(step)
         preempted = 0
         short = False  # fewer free blocks than this step opens: the batch tail is preempted
-        if evs:
-            opens = 0
-            for _key, opens_block, _req in evs:
-                opens += opens_block
-            short = opens > len(kv.free)
-            if short and self.preemption_policy != "fcfs":
+        budget = self.max_num_batched_tokens - n_dec
+        if pf:
+            chunks = self._chunks()
+            if chunks is None:
                 return False
-            del self.kv_due[step]
+            sizes, need = chunks
+            budget -= sum(sizes)
+        else:
+            need = 0
+        if evs or need:
+            opens = need
+            if evs:
+                for _key, opens_block, _req in evs:
+                    opens += opens_block
+            short = opens > len(kv.free)
+            if short and (pf or self.preemption_policy != "fcfs"):
+                return False
+            if evs:
+                del self.kv_due[step]
         self.step_count = step
         self.scheduler.order(self.wait_q)
         if evs:
@@ -213,7 +230,14 @@ class FastPath:
             after_pop = step + kv.block_size - 1 if kv.block_size > 1 else step + 1
             opens_next = kv.block_size == 1
             pop, fill = kv.decode_pop, kv.decode_fill
+            k_pf = pf[0][0] if pf else _NEVER
+            i_pf = 0
             for key, opens_block, r in evs:
+                if key > k_pf:  # continuing prefills ahead of r in the batch take their chunks
+                    while key > k_pf:
+                        self._take_chunk(pf[i_pf][1], sizes[i_pf])
+                        i_pf += 1
+                        k_pf = pf[i_pf][0] if i_pf < len(pf) else _NEVER
                 if short:
                     if r.state != RUNNING:  # evicted earlier in this step
                         continue
@@ -238,48 +262,63 @@ class FastPath:
                         lst.append(e)
                 else:
                     r.kv_step = -1
+            for i in range(i_pf, len(pf)):
+                self._take_chunk(pf[i][1], sizes[i])
+        elif pf:
+            for i, (_key, r) in enumerate(pf):
+                self._take_chunk(r, sizes[i])
         stats = self.stats
         if preempted:
             stats.preemptions += preempted
-            n = len(running)
+            n = n_dec = len(running)
             self._note_scheduled(now, _NO_BATCH)
         else:
-            res = self.former.admit(BatchContext(running, self.wait_q, kv, step,
-                                                 self.max_num_batched_tokens - n))
+            res = self.former.admit(BatchContext(running, self.wait_q, kv, step, budget))
             self._note_scheduled(now, res.newly_scheduled)
 
         new = running[n:]
-        delta = self.lazy_time([r for r in new if r.num_new_tokens > 0], n, self.ctx_lazy)
+        moved = [r for _key, r in pf] + new if pf else new  # in batch order, as the reference
+        delta = self.lazy_time([r for r in moved if r.num_new_tokens > 0], n_dec, self.ctx_lazy)
         if delta < 1:
             delta = 1
-        if not n:
+        if not n_dec:
             self.itl_log = []
             self.log_base = step
         self.itl_log.append(delta + self.output_token_time)
-        self.ctx_lazy += n
-        if new:
-            self._advance(new, now, delta)
+        self.ctx_lazy += n_dec
+        if moved:
+            self._advance(moved, now, delta)
         used = kv.used_blocks
         if used > stats.peak_kv_blocks:
             stats.peak_kv_blocks = used
 
         done = False
         exits = self.exit_due.pop(step, None)
+        if pf:  # they may complete too, in batch order with the lazy exits
+            exits = (exits or []) + pf
         if exits:
             if len(exits) > 1:
-                exits.sort()
+                exits.sort(key=_first)
             for _, r in exits:
-                self._unlazy(r, step)
-                self._finish(r, now, delta)
-            done = True
+                if r.lazy_from >= 0:
+                    self._unlazy(r, step)
+                if self._finish(r, now, delta):
+                    done = True
         for r in new:
             if self._finish(r, now, delta):
                 done = True
         if done:
             self.running = running = [r for r in running if r.state == RUNNING]
+        if pf:
+            self._prefills_advanced(step)
         for r in new:
-            if r.state == RUNNING and self._can_lazify(r):
-                self._lazify(r, step + 1)
+            if r.state == RUNNING:
+                if self._can_lazify(r):
+                    self._lazify(r, step + 1)
+                elif r.progress_index < r.input_len:
+                    self.run_keys += 1
+                    r.run_key = self.run_keys
+                    self.prefilling.append((self.run_keys, r))
         if len(self.itl_log) > 4096:
             self._trim_log()
         if running or self.wait_q:
@@ -287,6 +326,74 @@ class FastPath:
         else:
             self.step_pending = False
         return True
+
+    def _chunks(self):
+        """Continuing prefills in a lazy step: (the tokens each takes, the KV blocks they need), as batch
+        formation's running pass computes them, or None when that pass would run out of token
+        budget before the batch's last request (what comes after would not be served)."""
+        running = self.running
+        kv = self.kv
+        bs = kv.block_size
+        fill = kv.block_fill
+        blocks = kv.request_blocks
+        thr = self.long_prefill_threshold
+        max_len = self.max_model_len
+        total = self.max_num_batched_tokens
+        taken = need = 0
+        sizes = []
+        for j, (_key, r) in enumerate(self.prefilling):
+            p = r.progress_index
+            left = total - (running.index(r) - j) - taken  # decoders ahead take one token each
+            if left <= 0:
+                return None
+            c = r.input_len - p
+            if 0 < thr < c:
+                c = thr
+            if c > left:
+                c = left
+            if max_len > 0:
+                c = min(c, max(max_len - 1 - p, 0))
+            sizes.append(c)
+            taken += c
+            owned = blocks.get(r.id)
+            spare = 0
+            if owned:
+                used = fill[owned[-1]]
+                if 0 < used < bs:
+                    spare = bs - used
+            if c > spare:
+                need += -(-(c - spare) // bs)
+        if running[-1].lazy_from >= 0 and total - (len(running) - 1 - len(self.prefilling)) - taken <= 0:
+            return None
+        return sizes, need
+
+    def _take_chunk(self, r, c: int) -> None:
+        """Batch formation's running pass for continuing prefill ``r`` (its blocks are known to
+        be free: ``_chunks``)."""
+        self.kv.allocate(r, r.progress_index, r.progress_index + c, None)
+        r.num_new_tokens = c
+        r.computed_tokens += c
+
+    def _prefills_advanced(self, step: int) -> None:
+        """After a lazy step: continuing prefills that completed or finished their input leave
+        the list; a finished one that now decodes joins the lazy set under its batch key."""
+        keep = []
+        for key, r in self.prefilling:
+            if r.state != RUNNING:
+                continue
+            if r.progress_index < r.input_len:
+                keep.append((key, r))
+            elif self._can_lazify(r):
+                self._lazify(r, step + 1, key)
+        self.prefilling = keep
+
+    def _leave_fast_path(self, r) -> None:
+        """``r`` leaves the batch outside a step (a timeout): forget what the fast path holds."""
+        if r.lazy_from >= 0:
+            self._drop_due(r)
+            self._unlazy(r, self.step_count)
+        elif self.prefilling:
+            self.prefilling = [e for e in self.prefilling if e[1] is not r]
 
     def _evict_tail(self, r, step: int) -> int:
         """``r``'s next token needs a block and none is free: preempt the batch tail (the
@@ -318,19 +425,26 @@ class FastPath:
         if len(running) > self.max_num_batched_tokens:
             return
         for r in running:
-            if not self._can_lazify(r):
+            if not self._can_lazify(r) and r.progress_index >= r.input_len:
                 return
         step = self.step_count + 1
         self.itl_log = []
         self.log_base = step
         for r in running:
-            self._lazify(r, step)
+            if r.progress_index < r.input_len:
+                self.run_keys += 1
+                r.run_key = self.run_keys
+                self.prefilling.append((self.run_keys, r))
+            else:
+                self._lazify(r, step)
 
-    def _lazify(self, r, first: int) -> None:
-        """``r`` (decoding, progress as of before step ``first``) decodes lazily from ``first``."""
+    def _lazify(self, r, first: int, key: int = 0) -> None:
+        """``r`` (decoding, progress as of before step ``first``) decodes lazily from ``first``,
+        under batch-order ``key`` (a new one unless it keeps its place as a former prefill)."""
         p = r.progress_index
-        self.run_keys += 1
-        key = self.run_keys
+        if not key:
+            self.run_keys += 1
+            key = self.run_keys
         r.run_key = key
         r.lazy_from = first
         self.n_lazy += 1
@@ -395,6 +509,7 @@ class FastPath:
                 self._unlazy(r, step)
         self.kv_due.clear()
         self.exit_due.clear()
+        self.prefilling = []
         self.itl_log = []
 
     def _trim_log(self) -> None:

@@ -114,6 +114,7 @@ class Instance(FastPath):
         self.log_base = 0
         self.kv_due: dict[int, list] = {}  # step -> [(run_key, opens_block, req)]
         self.exit_due: dict[int, list] = {}  # step -> [(run_key, req)]
+        self.prefilling: list = []  # [(run_key, req)]: continuing chunked prefills, batch order
         self.run_keys = 0
         self.kv_tiered = engine_cfg.kv_cpu_blocks > 0
         if self.kv_tiered:  # CPU KV tier (spec §5.8), mirrored every step: reference steps only
@@ -200,9 +201,7 @@ class Instance(FastPath):
         self._join_wait_queue(req, t)
 
     def timeout(self, req, t: int) -> None:
-        if req.lazy_from >= 0:
-            self._drop_due(req)
-            self._unlazy(req, self.step_count)
+        self._leave_fast_path(req)
         was_running = req.state == RUNNING
         req.state = TIMED_OUT
         self.stats.timed_out += 1
@@ -287,7 +286,7 @@ class Instance(FastPath):
 
     def finalize(self) -> None:
         """End of the run: write lazy progress back so requests read as step by step."""
-        if self.n_lazy:
+        if self.n_lazy or self.prefilling:
             self._unlazy_all()
 
     def _complete(self, r, now: int, delta: int, capped: bool) -> None:
