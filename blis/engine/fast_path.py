@@ -214,8 +214,9 @@ class FastPath:
         if evs or need:
             opens = need
             if evs:
-                for _key, opens_block, _req in evs:
-                    opens += opens_block
+                if need + len(evs) > len(kv.free):  # else no count can exceed the free blocks
+                    for _key, opens_block, _req in evs:
+                        opens += opens_block
             short = opens > len(kv.free)
             if short and (pf or self.preemption_policy != "fcfs"):
                 return False
@@ -292,23 +293,27 @@ class FastPath:
         if used > stats.peak_kv_blocks:
             stats.peak_kv_blocks = used
 
-        done = False
+        gone = None  # requests this step completed, in batch order
         exits = self.exit_due.pop(step, None)
         if pf:  # they may complete too, in batch order with the lazy exits
             exits = (exits or []) + pf
         if exits:
             if len(exits) > 1:
                 exits.sort(key=_first)
+            gone = []
             for _, r in exits:
                 if r.lazy_from >= 0:
                     self._unlazy(r, step)
                 if self._finish(r, now, delta):
-                    done = True
+                    gone.append(r)
         for r in new:
             if self._finish(r, now, delta):
-                done = True
-        if done:
-            self.running = running = [r for r in running if r.state == RUNNING]
+                if gone is None:
+                    gone = []
+                gone.append(r)
+        if gone:
+            for r in gone:  # a few per step: cheaper than filtering the whole batch
+                running.remove(r)
         if pf:
             self._prefills_advanced(step)
         for r in new:
