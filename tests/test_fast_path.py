@@ -291,28 +291,38 @@ def test_regimes_really_happen(monkeypatch):
 
 
 def test_preemption_runs_on_the_lazy_path(monkeypatch):
-    """The preemption regime's fcfs configurations evict inside lazy steps (``_evict_tail``),
-    so the differential test above covers that path, not only the reference step's."""
+    """The preemption regime's configurations evict inside lazy steps (``_evict_for``), under
+    both policies and also mid-batch, so the differential test above covers that path, not only
+    the reference step's."""
     from blis.engine.fast_path import FastPath
 
     monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)
     evicted = []
-    plain = FastPath._evict_tail
+    plain = FastPath._evict_for
 
     def counting(self, r, step):
         n = plain(self, r, step)
-        evicted.append(n)
+        evicted.append((self.preemption_policy, n))
         return n
 
-    monkeypatch.setattr(FastPath, "_evict_tail", counting)
-    configs = 0
-    for seed in range(0, 60, 3):
+    monkeypatch.setattr(FastPath, "_evict_for", counting)
+    cut = []  # the evicted request was not the batch tail: the requests after it wait a step
+    plain_unserved = FastPath._unserved
+
+    def recording(self, key, step):
+        cut.append(plain_unserved(self, key, step))
+        return cut[-1]
+
+    monkeypatch.setattr(FastPath, "_unserved", recording)
+    configs = {"fcfs": 0, "priority": 0}
+    for seed in range(0, 60, 2):
         opts = small_options(seed, "preemption")
-        if opts["preemption_policy"] == "fcfs":
-            before = len(evicted)
-            run_simulation(build_config(opts))
-            configs += len(evicted) > before
-    assert configs >= 4 and sum(evicted) >= 20, (configs, evicted)
+        before = len(evicted)
+        run_simulation(build_config(opts))
+        configs[opts["preemption_policy"]] += len(evicted) > before
+    total = {p: sum(n for q, n in evicted if q == p) for p in configs}
+    assert min(configs.values()) >= 4 and min(total.values()) >= 20, (configs, total)
+    assert sum(1 for u in cut if u) >= 3, cut
 
 
 def test_chunked_prefills_run_on_the_lazy_path(monkeypatch):

@@ -156,15 +156,7 @@ class BatchFormer:
             if not running:
                 return False, adj
             res.preempted += 1
-            if self.preemption_policy == "priority":
-                v = len(running) - 1
-                best = running[v]
-                for j in range(len(running) - 2, -1, -1):
-                    c = running[j]
-                    if (c.priority, c.arrival_time) > (best.priority, best.arrival_time):
-                        v, best = j, c
-            else:
-                v = len(running) - 1
+            v = victim_index(running, self.preemption_policy)
             victim = running.pop(v)
             if v < i - adj:
                 adj += 1
@@ -174,6 +166,19 @@ class BatchFormer:
             evict(victim, kv, ctx.wait_q)
             if victim is r:
                 return False, adj
+
+
+def victim_index(running: list, policy: str) -> int:
+    """The running request to preempt: the batch tail, or under ``priority`` the least urgent
+    (largest priority value, then latest arrival; the one nearest the tail on a tie)."""
+    v = len(running) - 1
+    if policy == "priority":
+        best = running[v]
+        for j in range(v - 1, -1, -1):
+            c = running[j]
+            if (c.priority, c.arrival_time) > (best.priority, best.arrival_time):
+                v, best = j, c
+    return v
 
 
 def evict(victim, kv, wait_q: list) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 
-from blis.engine.batch_formation import BatchContext, evict
+from blis.engine.batch_formation import BatchContext, evict, victim_index
 from blis.events import EV_STEP, EV_TIMEOUT
 from blis.request import COMPLETED, RUNNING, TIMED_OUT
 
@@ -201,6 +201,7 @@ class FastPath:
         kv = self.kv
         evs = self.kv_due.get(step)
         preempted = 0
+        unserved = None
         short = False  # fewer free blocks than this step opens: the batch tail is preempted
         budget = self.max_num_batched_tokens - n_dec
         if pf:
@@ -218,7 +219,7 @@ class FastPath:
                     for _key, opens_block, _req in evs:
                         opens += opens_block
             short = opens > len(kv.free)
-            if short and (pf or self.preemption_policy != "fcfs"):
+            if short and pf:
                 return False
             if evs:
                 del self.kv_due[step]
@@ -240,11 +241,12 @@ class FastPath:
                         i_pf += 1
                         k_pf = pf[i_pf][0] if i_pf < len(pf) else _NEVER
                 if short:
-                    if r.state != RUNNING:  # evicted earlier in this step
+                    if r.lazy_from < 0:  # evicted earlier in this step
                         continue
                     if opens_block and not kv.free:
-                        preempted += self._evict_tail(r, step)
+                        preempted += self._evict_for(r, step)
                         if r.state != RUNNING:
+                            unserved = self._unserved(key, step)
                             break
                 if opens_block:
                     pop(r)
@@ -271,7 +273,8 @@ class FastPath:
         stats = self.stats
         if preempted:
             stats.preemptions += preempted
-            n = n_dec = len(running)
+            n = len(running)
+            n_dec = self.n_lazy
             self._note_scheduled(now, _NO_BATCH)
         else:
             res = self.former.admit(BatchContext(running, self.wait_q, kv, step, budget))
@@ -279,7 +282,11 @@ class FastPath:
 
         new = running[n:]
         moved = [r for _key, r in pf] + new if pf else new  # in batch order, as the reference
-        delta = self.lazy_time([r for r in moved if r.num_new_tokens > 0], n_dec, self.ctx_lazy)
+        batch = [r for r in moved if r.num_new_tokens > 0]
+        if batch or n_dec:
+            delta = self.lazy_time(batch, n_dec, self.ctx_lazy)
+        else:  # everyone preempted or unserved: the reference step's empty batch
+            delta = self.latency.step_time(batch)
         if delta < 1:
             delta = 1
         if not n_dec:
@@ -316,6 +323,9 @@ class FastPath:
                 running.remove(r)
         if pf:
             self._prefills_advanced(step)
+        if unserved:
+            for r in unserved:
+                self._lazify(r, step + 1)
         for r in new:
             if r.state == RUNNING:
                 if self._can_lazify(r):
@@ -400,16 +410,17 @@ class FastPath:
         elif self.prefilling:
             self.prefilling = [e for e in self.prefilling if e[1] is not r]
 
-    def _evict_tail(self, r, step: int) -> int:
-        """``r``'s next token needs a block and none is free: preempt the batch tail (the
-        ``fcfs`` policy's victim) until one is, as batch formation does (its victims have not
-        been served this step, and nothing after ``r`` is served once ``r`` itself goes);
-        returns the number of preemptions."""
+    def _evict_for(self, r, step: int) -> int:
+        """``r``'s next token needs a block and none is free: preempt victims (the policy's,
+        ``victim_index``) until one is, as batch formation does. A victim served earlier in
+        this step loses that token with the rest of its progress; when ``r`` itself is the
+        victim, the running pass ends there (``_unserved``). Returns the number preempted."""
         running = self.running
         kv = self.kv
+        policy = self.preemption_policy
         n = 0
         while not kv.free:
-            victim = running.pop()
+            victim = running.pop(victim_index(running, policy))
             n += 1
             self._drop_due(victim)
             self._unlazy(victim, step - 1)
@@ -418,6 +429,16 @@ class FastPath:
             if victim is r:
                 break
         return n
+
+    def _unserved(self, key: int, step: int) -> list:
+        """The evicted request with batch key ``key`` ended the running pass: the requests after
+        it get no token this step. They leave the lazy set as of the step before and rejoin it
+        from the next one (under new keys, in batch order: they are the batch's tail)."""
+        out = [r for r in self.running if r.run_key > key]
+        for r in out:
+            self._drop_due(r)
+            self._unlazy(r, step - 1)
+        return out
 
     def _can_lazify(self, r) -> bool:
         return (r.progress_index >= r.input_len and r.output_len > 0
