@@ -20,8 +20,11 @@ class AdmissionPolicy:
     """Base class. ``on_routed`` / ``on_finished`` are cluster callbacks for stateful decorators."""
 
     name = ""
+    # False: ``admit`` never reads its router state, so the cluster passes None instead of
+    # building every instance's snapshot for each request
+    reads_state = True
 
-    def admit(self, req, state: RouterState) -> tuple[bool, str]:
+    def admit(self, req, state: RouterState | None) -> tuple[bool, str]:
         raise NotImplementedError
 
     def on_routed(self, req) -> None:
@@ -33,6 +36,7 @@ class AdmissionPolicy:
 
 class AlwaysAdmit(AdmissionPolicy):
     name = "always-admit"
+    reads_state = False
 
     def admit(self, req, state):
         return True, ""
@@ -42,6 +46,7 @@ class RejectAll(AdmissionPolicy):
     """Pathological baseline: nothing gets through."""
 
     name = "reject-all"
+    reads_state = False
 
     def admit(self, req, state):
         return False, "reject-all"
@@ -165,6 +170,7 @@ class TenantBudget(AdmissionPolicy):
                  num_instances: int, max_num_seqs: int):
         self.inner = inner
         self.name = inner.name
+        self.reads_state = inner.reads_state
         self.slo = slo
         capacity = max(1, int(num_instances) * int(max_num_seqs))
         self.limits = {t: f * capacity for t, f in budgets.items()}

@@ -128,15 +128,19 @@ class ClusterSimulator:
 
     def router_state(self, req, pool: list | None = None) -> RouterState:
         """Snapshots of ``pool`` (default: the routable instances) serving the request's model."""
+        self._refresh_cache_signal()
+        want = req.model.lower() if req.model else ""
+        snaps = [self.snapshot(inst) for inst in (self.route_pool if pool is None else pool)
+                 if not want or not self._model or want == self._model]
+        return RouterState(snapshots=snaps, clock=self.clock, cached_blocks=self._cached_blocks)
+
+    def _refresh_cache_signal(self) -> None:
+        """The delayed prefix-cache view is refreshed at router decisions (§10.2)."""
         if self.cache_delay > 0 and self.clock - self._cache_time >= self.cache_delay:
             self._cache_time = self.clock
             for inst in self.instances:  # from now on: the live map seen through a journal
                 inst.kv.start_journal()
                 self._cache_maps[inst.index] = None
-        want = req.model.lower() if req.model else ""
-        snaps = [self.snapshot(inst) for inst in (self.route_pool if pool is None else pool)
-                 if not want or not self._model or want == self._model]
-        return RouterState(snapshots=snaps, clock=self.clock, cached_blocks=self._cached_blocks)
 
     def _cached_blocks(self, index: int, req) -> int:
         kv = self.instances[index].kv
@@ -234,7 +238,12 @@ class ClusterSimulator:
                 self.arrived.append(req)
             self.push(t + self.admission_latency, 0, EV_ADMISSION, req)
         elif prio == EV_ADMISSION:
-            ok, _reason = self.admission.admit(req, self.router_state(req))
+            adm = self.admission
+            if adm.reads_state:
+                ok, _reason = adm.admit(req, self.router_state(req))
+            else:
+                self._refresh_cache_signal()
+                ok, _reason = adm.admit(req, None)
             if ok:
                 self.push(t + self.routing_latency, 0, EV_ROUTING, req)
             else:
