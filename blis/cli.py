@@ -125,10 +125,11 @@ def _wants_requests(ns) -> bool:
 
 def cmd_run(ns) -> int:
     from blis.config.options import build_config
-    from blis.simulation import run_simulation
 
     cfg = build_config(_sim_options(ns))
     _check_output_paths(ns)
+    from blis.simulation import run_simulation  # numpy and the engine: only for a valid run
+
     res = run_simulation(cfg, keep_requests=_wants_requests(ns))
     sys.stdout.write(res.render_stdout())
     _write_outputs(ns, res, "generated")
@@ -137,11 +138,12 @@ def cmd_run(ns) -> int:
 
 def cmd_replay(ns) -> int:
     from blis.config.options import build_config
-    from blis.simulation import run_simulation
-    from blis.workload.tracev2 import load_trace
 
     cfg = build_config(_sim_options(ns), replay=True)
     _check_output_paths(ns)
+    from blis.simulation import run_simulation
+    from blis.workload.tracev2 import load_trace
+
     _header, requests = load_trace(ns.trace_header, ns.trace_data, seed=cfg.seed)
     if "horizon" not in vars(ns):  # Go: 2 x the latest injection time, 600 s if all arrive at 0
         latest = max((r.arrival_time for r in requests), default=0)
@@ -183,8 +185,18 @@ class _ListAction(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _no_sim_flags(p: argparse.ArgumentParser, outputs: bool = True) -> None:
+    """Stands in for ``_add_sim_flags`` on subcommands that will not parse this command line."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; given ``command`` (the subcommand about to run, "" for none), the other
+    subcommands get no simulator flags: declaring them is a few ms of start-up per subcommand,
+    and only the invoked subcommand parses or prints its flags."""
     from blis import __version__
+
+    def sim_flags(name: str):
+        return _add_sim_flags if command is None or command == name else _no_sim_flags
 
     parser = _Parser(prog="blis", description="LLM inference cluster simulator and deployment search")
     parser.add_argument("--version", action="version", version=f"blis {__version__}")
@@ -192,10 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="generate a workload and simulate it")
     run.add_argument("--list-models", action=_ListAction, help="list the bundled models and exit")
     run.add_argument("--list-hardware", action=_ListAction, help="list the known GPUs and exit")
-    _add_sim_flags(run)
+    sim_flags("run")(run)
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("replay", help="simulate the requests of a TraceV2 trace")
-    _add_sim_flags(rep)
+    sim_flags("replay")(rep)
     rep.add_argument("--trace-header", required=True, help="TraceV2 header YAML")
     rep.add_argument("--trace-data", required=True, help="TraceV2 data CSV")
     rep.set_defaults(func=cmd_replay)
@@ -206,12 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     if register is not None:
         register(sub)
     from blis.calibration.cli import register as register_calibrate
-    register_calibrate(sub, _add_sim_flags)
+    register_calibrate(sub, sim_flags("calibrate"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # The top-level parser takes no option values, so the first bare word names the subcommand.
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))
     ns = parser.parse_args(argv)
     if not getattr(ns, "func", None):
         parser.print_help()
