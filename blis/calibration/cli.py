@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import yaml
-
 
 def _start_coeffs(opts: dict) -> dict:
     """Where the fit starts: the coefficients the options name, else the defaults."""
@@ -73,6 +71,8 @@ def _cmd_calibrate(ns) -> int:
 
 
 def _cmd_convert(ns) -> int:
+    import yaml
+
     from blis.workload.inference_perf import profile_to_spec_dict
     from blis.workload.spec import load_yaml
 

@@ -25,7 +25,6 @@ from blis.config.schema import (
     PolicyConfig,
     SimConfig,
 )
-from blis.config.yamlsafe import load_yaml_file
 from blis.errors import ConfigError
 
 _DIST_KEYS = ("prompt_tokens", "prompt_tokens_stdev", "prompt_tokens_min", "prompt_tokens_max",
@@ -316,6 +315,8 @@ def load_yaml_source(source, field: str) -> dict:
     """A dict given inline, or the YAML mapping in the file at ``source``."""
     if isinstance(source, dict):
         return source
+    from blis.config.yamlsafe import load_yaml_file  # PyYAML on first use, not at `--help`
+
     path = Path(str(source))
     data = load_yaml_file(path, field)
     if data is None:
@@ -646,9 +647,6 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
 
     With ``replay`` the requests come from a trace, so no workload is synthesized.
     """
-    from blis.cluster.routing import parse_scorers
-    from blis.workload import parse_workload_spec, preset_spec, synthesize_distribution_spec
-
     opts = normalize(options)
     if opts.get("coefficients"):  # a `blis calibrate` output file supplies both vectors
         from blis.latency.coefficients import read_coeffs
@@ -688,6 +686,8 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
             if name in opts:
                 raise ConfigError(flag(name), "needs a CPU tier (--kv-cpu-blocks > 0)")
 
+    from blis.cluster.routing import parse_scorers
+
     pol = PolicyConfig(
         admission_policy=_get(opts, "admission_policy"),
         admission_latency=_get(opts, "admission_latency"),
@@ -726,6 +726,9 @@ def build_config(options: dict, replay: bool = False) -> SimConfig:
         cfg.max_requests = 0
         cfg.slo_targets = _merge_targets({}, opts)
         return cfg
+    # numpy comes with the workload package: bad flags above fail without loading it
+    from blis.workload import parse_workload_spec, preset_spec, synthesize_distribution_spec
+
     if opts.get("workload_spec") is not None:
         if opts["workload_spec"] == "":
             raise ConfigError("workload-spec", "is empty")

@@ -22,14 +22,6 @@ from blis.workload.spec import (
     spec_to_dict,
     synthesize_distribution_spec,
 )
-from blis.workload.tracev2 import (
-    load_trace,
-    parse_trace_header,
-    read_trace_rows,
-    trace_header_for_run,
-    trace_rows_from_requests,
-    write_trace,
-)
 
 __all__ = [
     "ARRIVAL_SAMPLERS", "LENGTH_SAMPLERS", "ArrivalSpec", "ClientSpec", "CohortSpec", "DistSpec",
@@ -41,3 +33,16 @@ __all__ = [
     "trace_rows_from_requests",
     "write_trace",
 ]
+
+# TraceV2 I/O (csv, datetime) is for replay and trace export only: loaded on first use, so a
+# plain `blis run` does not import it.
+_TRACEV2 = frozenset({"load_trace", "parse_trace_header", "read_trace_rows", "trace_header_for_run",
+                      "trace_rows_from_requests", "write_trace"})
+
+
+def __getattr__(name: str):
+    if name in _TRACEV2:
+        from blis.workload import tracev2
+
+        return getattr(tracev2, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,6 @@ drawn only for the surviving requests, vectorised per client.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,8 +34,6 @@ from blis.workload.spec import (
     WorkloadSpec,
     expand_cohorts,
 )
-
-_LOG = logging.getLogger(__name__)
 
 _T_LIMIT = 1 << 62
 """Arrival times stop here even with an unbounded horizon (146,000 years), keeping int64 safe."""
@@ -619,8 +616,11 @@ def generate_requests(spec: WorkloadSpec, max_requests: int, horizon: int,
     for (path, c), rate in zip(clients, rates):
         if time_varying:
             if not c.windows:
-                _LOG.warning("%s (%s) has no lifecycle windows and generates nothing on the "
-                             "time-varying path", path, c.id)
+                import logging  # only for this warning: logging costs ~3 ms of start-up
+
+                logging.getLogger(__name__).warning(
+                    "%s (%s) has no lifecycle windows and generates nothing on the "
+                    "time-varying path", path, c.id)
                 continue
         elif rate <= 0:
             continue
