@@ -8,6 +8,8 @@ distribution):
   d  a with --prefix-tokens 512     (shared prefixes: cache hits, prefix-scorer hashing)
   e  a with --latency-model roofline --hardware H100 --tp 1
   f  5,000 requests at 100 req/s with --total-kv-blocks 3000 (KV pressure, preemptions)
+  h  2,000 requests of ~3,000 prompt tokens, --long-prefill-token-threshold 512 (chunked prefills
+     continuing next to a decoding batch)
   g  the README quickstart (100 requests) as a whole `blis run` process: start-up included
      (bytecode cached, median of 5 runs after an untimed one)
 By default routing signals are fresh (--snapshot-refresh-interval 0 --cache-signal-delay 0,
@@ -17,7 +19,7 @@ for a-f the time covers workload generation, simulation and formatting the stdou
 "events" counts the events pushed into the cluster heap, "steps" the engine steps (chained
 steps run without a heap event, see ``Instance.step``).
 
-    python benchmarks/bench.py            # a-g
+    python benchmarks/bench.py            # a-h
     python benchmarks/bench.py --quick    # 1/10 of the requests, for a smoke check
     python benchmarks/bench.py --only a --default-flags --reference
 """
@@ -38,6 +40,8 @@ WORKLOADS = {
     "e": (10_000, 100.0, {"latency_model": "roofline", "hardware": "H100", "tp": 1}),
     "f": (5_000, 100.0, {"total_kv_blocks": 3000}),
     "g": (100, None, {}),
+    "h": (2_000, 100.0, {"prompt_tokens": 3000, "prompt_tokens_stdev": 500,
+                         "long_prefill_token_threshold": 512}),
 }
 QUICKSTART = ["run", "--model", "qwen/qwen2.5-7b-instruct", "--num-instances", "4",
               "--routing-policy", "weighted"]
@@ -109,7 +113,7 @@ def run_one(name: str, fresh: bool, reference: bool, quick: bool) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="run 1/10 of each workload's requests")
-    ap.add_argument("--only", default="abcdefg", help="workloads to run, e.g. 'ab' (default a-g)")
+    ap.add_argument("--only", default="abcdefgh", help="workloads to run, e.g. 'ab' (default a-h)")
     ap.add_argument("--default-flags", action="store_true",
                     help="also run each workload with the default routing-signal delays")
     ap.add_argument("--reference", action="store_true",
