@@ -53,7 +53,7 @@ cdef class FreeList:
     cdef long long[::1] nxt, prv
     cdef public Py_ssize_t head, tail, n
 
-    @cython.locals(b=Py_ssize_t)
+    @cython.locals(b=Py_ssize_t, q=Py_ssize_t)
     cpdef Py_ssize_t popleft(self) except -1
     @cython.locals(p=Py_ssize_t, q=Py_ssize_t, nxt="long long[::1]", prv="long long[::1]")
     cpdef remove(self, Py_ssize_t b)

@@ -426,7 +426,14 @@ class FreeList:
         b = self.head
         if b < 0:
             raise IndexError("no free block")
-        self.remove(b)
+        q = self.nxt[b]
+        self.head = q
+        if q >= 0:
+            self.prv[q] = -1
+        else:
+            self.tail = -1
+        self.prv[b] = -2
+        self.n -= 1
         return b
 
     def remove(self, b: int) -> None:
