@@ -19,8 +19,10 @@ exactly the eager map (the differential tests compare it).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from array import array
 from hashlib import blake2b
+
+import numpy as np
 
 from blis.request import hash_block
 
@@ -35,7 +37,7 @@ class KVCache:
         self.block_hash: list[bytes | None] = [None] * self.total_blocks
         self.block_fill = [0] * self.total_blocks  # tokens written into each block
         self.hash_to_block: dict[bytes, int] = {}
-        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(self.total_blocks))
+        self.free = FreeList(self.total_blocks)
         self.request_blocks: dict[str, list[int]] = {}
         self.request_base: dict[str, int] = {}  # sequence position of a request's first block
         self.cache_hits = 0
@@ -124,13 +126,13 @@ class KVCache:
                 for b in cached:
                     if ref[b] == 0:
                         from_free += 1
-            if need + from_free > len(free):
+            if need + from_free > free.n:
                 return False
             if n <= 0:
                 return True
             self._commit(req, owned, start, n, cached, True)
         else:
-            if not free:
+            if not free.n:
                 if owned is None or self.block_fill[owned[-1]] >= bs:
                     return False
             self._commit(req, owned, start, 1, cached, False)
@@ -150,7 +152,7 @@ class KVCache:
                 free = self.free
                 for b in cached:
                     if ref[b] == 0:
-                        del free[b]
+                        free.remove(b)
                     ref[b] += 1
                     self.cache_hits += 1
                     owned.append(b)
@@ -181,7 +183,7 @@ class KVCache:
 
     def _pop_free(self) -> int:
         """Take the least recently freed block, dropping its stale prefix hash."""
-        b, _ = self.free.popitem(last=False)
+        b = self.free.popleft()
         old = self.block_hash[b]
         if old is not None:
             if self.hash_to_block.get(old) == b:
@@ -383,7 +385,7 @@ class KVCache:
         for b in reversed(owned):
             ref[b] -= 1
             if ref[b] == 0:
-                free[b] = None
+                free.push(b)
 
     def check_conservation(self) -> bool:
         """INV-4: blocks referenced by someone plus free blocks equal the total."""
@@ -404,3 +406,79 @@ class _Chain:
         self.blocks = [first]
         self.src = req
         self.start = start
+
+
+class FreeList:
+    """The LRU list of free block ids: a doubly linked list threaded through two id-indexed arrays,
+    so taking the least recently freed block, freeing one (most recent end) and claiming a
+    given one are O(1) without a node object per block (compiled, C arrays; ``kv_cache.pxd``).
+    Iteration runs from the least recently freed block, as reuse does."""
+
+    def __init__(self, n: int):
+        ids = np.arange(-1, n + 1, dtype=np.int64).tobytes()  # 6x faster than from a range
+        self.prv = array("q", ids[:-16])  # -1, 0, ..., n - 2
+        self.nxt = array("q", ids[16:])   # 1, ..., n
+        if n:
+            self.nxt[n - 1] = -1
+        self.head = 0 if n else -1
+        self.tail = n - 1
+        self.n = n
+
+    def popleft(self) -> int:
+        """Take the least recently freed block."""
+        b = self.head
+        if b < 0:
+            raise IndexError("no free block")
+        q = self.nxt[b]
+        self.head = q
+        if q >= 0:
+            self.prv[q] = -1
+        else:
+            self.tail = -1
+        self.prv[b] = -2
+        self.n -= 1
+        return b
+
+    def remove(self, b: int) -> None:
+        """Take free block ``b`` off the list (``prv[b] == -2`` marks a block not on it)."""
+        nxt = self.nxt
+        prv = self.prv
+        p = prv[b]
+        q = nxt[b]
+        if p >= 0:
+            nxt[p] = q
+        else:
+            self.head = q
+        if q >= 0:
+            prv[q] = p
+        else:
+            self.tail = p
+        prv[b] = -2
+        self.n -= 1
+
+    def push(self, b: int) -> None:
+        """Free block ``b``: it becomes the most recently freed."""
+        t = self.tail
+        self.prv[b] = t
+        self.nxt[b] = -1
+        if t >= 0:
+            self.nxt[t] = b
+        else:
+            self.head = b
+        self.tail = b
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bool__(self) -> bool:
+        return self.n > 0
+
+    def __contains__(self, b) -> bool:
+        return 0 <= b < len(self.prv) and self.prv[b] != -2
+
+    def __iter__(self):
+        b = self.head
+        while b >= 0:
+            yield b
+            b = self.nxt[b]

@@ -55,7 +55,7 @@ class TieredKVCache(KVCache):
             b = next((f for f in self.free if f not in keep), None)
             if b is None:
                 break
-            del self.free[b]
+            self.free.remove(b)
             old = self.block_hash[b]
             if old is not None and h2b.get(old) == b:
                 self.note_hash_change(old)
@@ -64,7 +64,7 @@ class TieredKVCache(KVCache):
             self.block_fill[b] = self.block_size
             self.note_hash_change(h)
             h2b[h] = b
-            self.free[b] = None
+            self.free.push(b)
             keep.add(b)
             cpu.move_to_end(h)
             self.reloads += 1
