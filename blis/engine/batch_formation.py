@@ -57,7 +57,6 @@ class BatchFormer:
         """Serve the running batch, then (if nothing was preempted) admit from the wait queue."""
         running = ctx.running
         max_len = self.max_model_len
-        thr = self.long_prefill_threshold
         res = BatchResult([], 0, ctx.token_budget)
         for r in running:
             r.num_new_tokens = 0
@@ -69,12 +68,7 @@ class BatchFormer:
             r = running[i]
             n = r.input_len - r.progress_index
             if n > 0:
-                if 0 < thr < n:
-                    n = thr
-                if n > res.budget_left:
-                    n = res.budget_left
-                if max_len > 0:
-                    n = min(n, max(max_len - 1 - r.progress_index, 0))
+                n = self.chunk_size(n, r.progress_index, res.budget_left)
                 ok, adj = self._preempt_for_tokens(ctx, res, r, n, i)
                 i -= adj
                 if not ok:
@@ -97,6 +91,20 @@ class BatchFormer:
             self._admit(ctx, res)
         return res
 
+    def chunk_size(self, remaining: int, position: int, budget: int) -> int:
+        """Tokens a prefill with ``remaining`` input tokens left from sequence ``position`` gets
+        this step: capped by the long-prefill threshold, the token budget and the model length."""
+        n = remaining
+        thr = self.long_prefill_threshold
+        if 0 < thr < n:
+            n = thr
+        if n > budget:
+            n = budget
+        max_len = self.max_model_len
+        if max_len > 0:
+            n = min(n, max(max_len - 1 - position, 0))
+        return n
+
     def admit(self, ctx: BatchContext) -> BatchResult:
         """Only the admission phase: the caller has already served the running batch."""
         res = BatchResult([], 0, ctx.token_budget)
@@ -107,8 +115,6 @@ class BatchFormer:
         """Admit wait-queue heads while sequences, the remaining budget and KV blocks allow."""
         running = ctx.running
         kv = ctx.kv
-        max_len = self.max_model_len
-        thr = self.long_prefill_threshold
         waitq = ctx.wait_q
         bs = kv.block_size
         max_seqs = self.max_num_seqs
@@ -123,13 +129,7 @@ class BatchFormer:
                 continue
             cached = kv.get_cached_blocks(r)
             start = len(cached) * bs
-            n = r.input_len - start
-            if 0 < thr < n:
-                n = thr
-            if n > res.budget_left:
-                n = res.budget_left
-            if max_len > 0:
-                n = min(n, max(max_len - 1 - start, 0))
+            n = self.chunk_size(r.input_len - start, start, res.budget_left)
             if not kv.allocate(r, start, start + n, cached):
                 break
             self._schedule_head(ctx, res, r, n, n + start)

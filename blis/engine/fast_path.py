@@ -351,8 +351,6 @@ class FastPath:
         bs = kv.block_size
         fill = kv.block_fill
         blocks = kv.request_blocks
-        thr = self.long_prefill_threshold
-        max_len = self.max_model_len
         total = self.max_num_batched_tokens
         taken = need = 0
         sizes = []
@@ -361,13 +359,7 @@ class FastPath:
             left = total - (running.index(r) - j) - taken  # decoders ahead take one token each
             if left <= 0:
                 return None
-            c = r.input_len - p
-            if 0 < thr < c:
-                c = thr
-            if c > left:
-                c = left
-            if max_len > 0:
-                c = min(c, max(max_len - 1 - p, 0))
+            c = self.former.chunk_size(r.input_len - p, p, left)
             sizes.append(c)
             taken += c
             owned = blocks.get(r.id)
