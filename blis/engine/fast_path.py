@@ -12,9 +12,11 @@ scheduled ahead in step-indexed buckets: ``kv_due[step] = [(run_key, opens_block
 the steps at which its next token opens or completes a KV block (so block pops and hash
 registrations happen at exactly the same step and in the same running order as step by step),
 and ``exit_due[step] = [(run_key, request)]``, the step at which it completes or hits the
-length cap. A request is written back (``_unlazy``) when it completes, times out, or when a step
-falls outside what the lazy step reproduces (continuing prefills, a token budget smaller than
-the batch, not enough free blocks for this step's pops); that step then runs the reference code.
+length cap. Preemption (``_evict_for``) and continuing chunked prefills (``prefilling``) run
+inside the lazy step too. A request is written back (``_unlazy``) when it completes, times out,
+is preempted, or when a step falls outside what the lazy step reproduces (a token budget that
+runs out before the batch's last request, prefill chunks with too few free blocks); that step
+then runs the reference code.
 Everything observable between steps (queue lengths, KV occupancy, prefix hashes) is exact at all
 times.
 
@@ -202,7 +204,7 @@ class FastPath:
         evs = self.kv_due.get(step)
         preempted = 0
         unserved = None
-        short = False  # fewer free blocks than this step opens: the batch tail is preempted
+        short = False  # fewer free blocks than this step opens: the policy's victims are preempted
         budget = self.max_num_batched_tokens - n_dec
         if pf:
             chunks = self._chunks()
