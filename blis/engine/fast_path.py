@@ -333,9 +333,7 @@ class FastPath:
                 if self._can_lazify(r):
                     self._lazify(r, step + 1)
                 elif r.progress_index < r.input_len:
-                    self.run_keys += 1
-                    r.run_key = self.run_keys
-                    self.prefilling.append((self.run_keys, r))
+                    self._track_prefill(r)
         if len(self.itl_log) > 4096:
             self._trim_log()
         if running or self.wait_q:
@@ -343,6 +341,12 @@ class FastPath:
         else:
             self.step_pending = False
         return True
+
+    def _track_prefill(self, r) -> None:
+        """``r`` continues its prefill in later steps: it gets the next batch-order key."""
+        self.run_keys += 1
+        r.run_key = self.run_keys
+        self.prefilling.append((self.run_keys, r))
 
     def _chunks(self):
         """Continuing prefills in a lazy step: (the tokens each takes, the KV blocks they need), as batch
@@ -452,9 +456,7 @@ class FastPath:
         self.log_base = step
         for r in running:
             if r.progress_index < r.input_len:
-                self.run_keys += 1
-                r.run_key = self.run_keys
-                self.prefilling.append((self.run_keys, r))
+                self._track_prefill(r)
             else:
                 self._lazify(r, step)
 
