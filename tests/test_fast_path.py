@@ -293,27 +293,27 @@ def test_regimes_really_happen(monkeypatch):
 def test_preemption_runs_on_the_lazy_path(monkeypatch):
     """The preemption regime's configurations evict inside lazy steps (``_evict_for``), under
     both policies and also mid-batch, so the differential test above covers that path, not only
-    the reference step's."""
-    from blis.engine.fast_path import FastPath
+    the reference step's. The wrappers go on ``Instance``: a compiled ``FastPath`` is immutable."""
+    from blis.engine.instance import Instance
 
     monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)
     evicted = []
-    plain = FastPath._evict_for
+    plain = Instance._evict_for
 
     def counting(self, r, step):
         n = plain(self, r, step)
         evicted.append((self.preemption_policy, n))
         return n
 
-    monkeypatch.setattr(FastPath, "_evict_for", counting)
+    monkeypatch.setattr(Instance, "_evict_for", counting)
     cut = []  # the evicted request was not the batch tail: the requests after it wait a step
-    plain_unserved = FastPath._unserved
+    plain_unserved = Instance._unserved
 
     def recording(self, key, step):
         cut.append(plain_unserved(self, key, step))
         return cut[-1]
 
-    monkeypatch.setattr(FastPath, "_unserved", recording)
+    monkeypatch.setattr(Instance, "_unserved", recording)
     configs = {"fcfs": 0, "priority": 0}
     for seed in range(0, 60, 2):
         opts = small_options(seed, "preemption")
@@ -328,17 +328,17 @@ def test_preemption_runs_on_the_lazy_path(monkeypatch):
 def test_chunked_prefills_run_on_the_lazy_path(monkeypatch):
     """The chunked-prefill regime's continuing prefills take their chunks inside lazy steps
     (``_take_chunk``), next to lazy decoders, so the differential test covers that path."""
-    from blis.engine.fast_path import FastPath
+    from blis.engine.instance import Instance
 
     monkeypatch.delenv("BLIS_REFERENCE_STEPS", raising=False)
     chunks = []
-    plain = FastPath._take_chunk
+    plain = Instance._take_chunk
 
     def counting(self, r, c):
         chunks.append(self.n_lazy)
         plain(self, r, c)
 
-    monkeypatch.setattr(FastPath, "_take_chunk", counting)
+    monkeypatch.setattr(Instance, "_take_chunk", counting)
     configs = 0
     for seed in range(0, 60, 3):
         before = len(chunks)

@@ -233,7 +233,6 @@ class FastPath:
             due = self.kv_due
             after_pop = step + kv.block_size - 1 if kv.block_size > 1 else step + 1
             opens_next = kv.block_size == 1
-            pop, fill = kv.decode_pop, kv.decode_fill
             k_pf = pf[0][0] if pf else _NEVER
             i_pf = 0
             for key, opens_block, r in evs:
@@ -251,11 +250,11 @@ class FastPath:
                             unserved = self._unserved(key, step)
                             break
                 if opens_block:
-                    pop(r)
+                    kv.decode_pop(r)
                     nxt = after_pop
                     e = (key, opens_next, r)
                 else:
-                    fill(r)
+                    kv.decode_fill(r)
                     nxt = step + 1
                     e = (key, True, r)
                 if nxt <= r.exit_step:

@@ -2,6 +2,7 @@
 # stays the source and, interpreted, the reference path: this file only declares C types for
 # its attributes and locals, and makes the internal methods C calls.
 cimport cython
+from blis.request cimport Request
 
 
 cdef class KVCache:
@@ -18,35 +19,39 @@ cdef class KVCache:
     cdef public Py_ssize_t chains_made
 
     @cython.locals(h2b=dict, out=list)
-    cpdef list get_cached_blocks(self, req)
+    cpdef list get_cached_blocks(self, Request req)
     @cython.locals(bs=Py_ssize_t, n=Py_ssize_t, spare=Py_ssize_t, used=Py_ssize_t, effective=Py_ssize_t,
                    need=Py_ssize_t, from_free=Py_ssize_t, b=Py_ssize_t, owned=list, ref=list, free=FreeList)
-    cpdef bint allocate(self, req, Py_ssize_t start, Py_ssize_t end, list cached=*) except -1
+    cpdef bint allocate(self, Request req, Py_ssize_t start, Py_ssize_t end, list cached=*) except -1
     @cython.locals(bs=Py_ssize_t, ref=list, fill=list, base=Py_ssize_t, pos=Py_ssize_t, last=Py_ssize_t,
                    room=Py_ssize_t, take=Py_ssize_t, b=Py_ssize_t, free=FreeList)
-    cdef _commit(self, req, list owned, Py_ssize_t start, Py_ssize_t n, list cached, bint prefill)
+    cdef _commit(self, Request req, list owned, Py_ssize_t start, Py_ssize_t n, list cached, bint prefill)
     @cython.locals(b=Py_ssize_t, c=Py_ssize_t, j=dict)
     cdef Py_ssize_t _pop_free(self) except -1
     @cython.locals(bs=Py_ssize_t, b=Py_ssize_t, base=Py_ssize_t, a=Py_ssize_t, hashes=list)
-    cdef _register(self, req, list owned, Py_ssize_t k)
+    cdef _register(self, Request req, list owned, Py_ssize_t k)
     @cython.locals(j=dict, h2b=dict)
     cdef _publish(self, Py_ssize_t b, bytes h, bytes parent)
     @cython.locals(b=Py_ssize_t, k=Py_ssize_t, ch=_Chain, other=_Chain)
-    cdef _decode_filled(self, req, list owned)
+    cdef _decode_filled(self, Request req, list owned)
     @cython.locals(bs=Py_ssize_t, a=Py_ssize_t)
-    cdef bytes _hash_of(self, req, Py_ssize_t k, bytes prev)
+    cdef bytes _hash_of(self, Request req, Py_ssize_t k, bytes prev)
     @cython.locals(n=Py_ssize_t, step=Py_ssize_t, i=Py_ssize_t, b=Py_ssize_t, chain=list)
     cdef _materialize(self, _Chain ch)
     @cython.locals(ch=_Chain)
-    cdef _detach(self, req)
+    cdef _detach(self, Request req)
     @cython.locals(ch=_Chain, c=Py_ssize_t)
     cdef _unchain(self, Py_ssize_t b)
     @cython.locals(b=Py_ssize_t)
-    cpdef decode_pop(self, req)
+    cpdef decode_pop(self, Request req)
     @cython.locals(owned=list, k=Py_ssize_t, b=Py_ssize_t, ch=_Chain)
-    cpdef decode_fill(self, req)
+    cpdef decode_fill(self, Request req)
     @cython.locals(ref=list, owned=list, b=Py_ssize_t, free=FreeList)
-    cpdef release(self, req)
+    cpdef release(self, Request req)
+    @cython.locals(owned=list)
+    cpdef Py_ssize_t last_fill(self, Request req) except -1
+    @cython.locals(owned=list)
+    cpdef sync_fill(self, Request req, Py_ssize_t end)
 
 
 cdef class FreeList:
