@@ -36,7 +36,8 @@ cdef class FastPath:
                    evs=list, preempted=Py_ssize_t, short=bint, budget=Py_ssize_t, need=Py_ssize_t,
                    opens=Py_ssize_t, due=dict, after_pop=Py_ssize_t, opens_next=bint, k_pf=Py_ssize_t,
                    i_pf=Py_ssize_t, key=Py_ssize_t, opens_block=bint, nxt=Py_ssize_t, lst=list, i=Py_ssize_t,
-                   r=Request, new=list, moved=list, batch=list, used=Py_ssize_t, gone=list, exits=list, sizes=list)
+                   r=Request, new=list, moved=list, batch=list, used=Py_ssize_t, gone=list, exits=list, sizes=list,
+                   wait_q=list)
     cdef bint _lazy_step(self, now) except -1
     cdef _track_prefill(self, Request r)
     @cython.locals(running=list, kv=KVCache, bs=Py_ssize_t, fill=list, blocks=dict, total=Py_ssize_t,

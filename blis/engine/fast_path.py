@@ -226,7 +226,9 @@ class FastPath:
             if evs:
                 del self.kv_due[step]
         self.step_count = step
-        self.scheduler.order(self.wait_q)
+        wait_q = self.wait_q
+        if wait_q:
+            self.scheduler.order(wait_q)
         if evs:
             if len(evs) > 1:
                 evs.sort()
@@ -276,10 +278,12 @@ class FastPath:
             stats.preemptions += preempted
             n = len(running)
             n_dec = self.n_lazy
-            self._note_scheduled(now, _NO_BATCH)
-        else:
-            res = self.former.admit(BatchContext(running, self.wait_q, kv, step, budget))
+        if wait_q and not preempted:
+            res = self.former.admit(BatchContext(running, wait_q, kv, step, budget))
             self._note_scheduled(now, res.newly_scheduled)
+        else:  # = _note_scheduled with nothing admitted
+            stats.queue_len_sum += len(wait_q)
+            stats.queue_len_n += 1
 
         new = running[n:]
         moved = [r for _key, r in pf] + new if pf else new  # in batch order, as the reference
