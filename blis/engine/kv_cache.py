@@ -20,11 +20,10 @@ exactly the eager map (the differential tests compare it).
 from __future__ import annotations
 
 from array import array
-from hashlib import blake2b
 
 import numpy as np
 
-from blis.request import hash_block
+from blis.request import block_digest, hash_block
 
 
 class KVCache:
@@ -275,7 +274,7 @@ class KVCache:
             data = req.output_tokens[a:a + bs].tobytes()
         else:
             data = req.tokens_between(a + req.input_len, a + req.input_len + bs).tobytes()
-        return blake2b(prev + data, digest_size=16).digest()
+        return block_digest(prev + data)
 
     def _materialize(self, ch) -> None:
         """Hash and publish chain ``ch`` in fill order; it stops being pending."""
@@ -292,7 +291,7 @@ class KVCache:
         chain = self.block_chain
         for i, b in enumerate(ch.blocks):
             chain[b] = None
-            h = blake2b(prev + data[i * step:(i + 1) * step], digest_size=16).digest()
+            h = block_digest(prev + data[i * step:(i + 1) * step])
             self._publish(b, h, prev)
             prev = h
 
