@@ -233,7 +233,8 @@ def test_a_killed_driver_s_trials_are_taken_over_by_the_other(cluster, postgres_
 def test_trials_run_on_both_nodes_and_survive_losing_one(cluster, tmp_path):
     """Runs last: it kills the worker node."""
     out = tmp_path / "out"
-    proc = blis_search(cluster, study_file(tmp_path, "multinode", requests=3000), "--trials", 8, "--workers", 2, "--out", out)
+    # 6,000 requests: a trial long enough (~2 s) that the kill below lands inside one
+    proc = blis_search(cluster, study_file(tmp_path, "multinode", requests=6000), "--trials", 8, "--workers", 2, "--out", out)
     journal = out / "study.journal"
     wait_for(lambda: journal.exists() and cluster.nodes["worker"] in journal.read_text(), 120,
              "a trial completed on the worker node")
